@@ -1,0 +1,234 @@
+"""The law library: each law is a pure ``jax.numpy`` function plus the spec of its parameters.
+
+A law maps *normalised* inputs and parameters to a predicted loss. Inputs are divided by a
+reference value of the data (the geometric mean, stored with the fit) before they reach the
+law, so ``A / N**alpha`` is written ``a * (N/N0)**-alpha``: ``a`` is the loss term at a typical
+model size and is nearly uncorrelated with ``alpha``, which keeps NUTS trees shallow. The
+published constants (``A = a * N0**alpha``) are reported as derived quantities.
+
+Every law also names the input along which it extrapolates (``axis``). Beyond the data the
+predictive carries a discrepancy term (see ``datalaws.fit.discrepancy``):
+
+    sd(log L) = sqrt(sigma**2 + (k * d)**2),   d = max(0, log(x / x_max_fit))
+
+with ``k`` learned by size-ordered backtesting on the training rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+
+import jax.numpy as jnp
+import numpyro.distributions as dist
+
+__all__ = [
+    "Param",
+    "Law",
+    "LAWS",
+    "get_law",
+    "parse_prior",
+    "NOISE_PRIORS",
+    "DISCREPANCY_FORM",
+]
+
+Array = jnp.ndarray
+
+DISCREPANCY_FORM = ("sd(log L) = sqrt(sigma^2 + (k*d)^2), d = max(0, log(x / x_max_fit)) "
+                    "along the law's extrapolation axis; k learned by size-ordered backtesting")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One law parameter: its prior (on the scale the law uses) and what it means."""
+
+    name: str
+    prior: dist.Distribution
+    meaning: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Law:
+    """A scaling law: ``fn(x, p) -> loss`` with x normalised inputs and p named parameters."""
+
+    name: str
+    formula: str
+    inputs: Mapping[str, str]  # role -> default table column, e.g. {"N": "params"}
+    params: tuple[Param, ...]
+    fn: Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
+    axis: str  # the input role along which predictions extrapolate (discrepancy distance)
+    reference: str  # paper the formula is taken from
+    # natural-scale constants from the fitted ones and the input scales (e.g. A = a*N0^alpha)
+    derived: Callable[[Mapping[str, Array], Mapping[str, float]], dict[str, Array]] = (
+        lambda p, s: {})
+    unscaled: tuple[str, ...] = ()  # input roles that are not divided by a reference value
+
+    def with_priors(self, overrides: Mapping[str, dist.Distribution]) -> Law:
+        names = {p.name for p in self.params}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ValueError(f"law {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                             f"it has {sorted(names)}")
+        params = tuple(dataclasses.replace(p, prior=overrides.get(p.name, p.prior))
+                       for p in self.params)
+        return dataclasses.replace(self, params=params)
+
+
+def _lognormal(median: float, s: float) -> dist.Distribution:
+    return dist.LogNormal(math.log(median), s)
+
+
+# Noise model on log loss, shared by every law: the Student-t scale and degrees of freedom.
+NOISE_PRIORS: dict[str, dist.Distribution] = {
+    "sigma": dist.HalfNormal(0.1),  # sd of log loss between runs at the same (N, D)
+    "nu": dist.Gamma(2.0, 0.1),  # Student-t degrees of freedom (Juárez & Steel 2010)
+}
+
+
+def _p_E() -> Param:
+    return Param("E", _lognormal(2.0, 0.6), "irreducible loss (nats/token)")
+
+
+def _size_params() -> tuple[Param, ...]:
+    return (
+        Param("a", _lognormal(0.5, 1.0), "model-size term at the reference size N0 (nats)"),
+        Param("alpha", _lognormal(0.35, 0.5), "model-size exponent"),
+        Param("b", _lognormal(0.5, 1.0), "data term at the reference tokens D0 (nats)"),
+        Param("beta", _lognormal(0.35, 0.5), "data exponent"),
+    )
+
+
+def _chinchilla(x, p):
+    return p["E"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
+
+
+def _chinchilla_derived(p, s):
+    return {"A": p["a"] * s["N"] ** p["alpha"], "B": p["b"] * s["D"] ** p["beta"]}
+
+
+CHINCHILLA = Law(
+    name="chinchilla",
+    formula="L = E + A/N^alpha + B/D^beta",
+    inputs={"N": "params", "D": "tokens"},
+    params=(_p_E(), *_size_params()),
+    fn=_chinchilla,
+    axis="N",
+    reference="Hoffmann et al. 2022, eq. 10 (Approach 3)",
+    derived=_chinchilla_derived,
+)
+
+
+def _quality_params() -> tuple[Param, ...]:
+    return (
+        Param("gamma", dist.Normal(0.0, 1.0), "diversity exponent of Q (0: no effect)"),
+        Param("delta", dist.Normal(0.0, 1.0), "syntheticity exponent of Q (0: no effect)"),
+    )
+
+
+def _quality_power(x, p):
+    q = x["diversity"] ** p["gamma"] * x["syntheticity"] ** p["delta"]
+    return p["E"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * (x["D"] * q) ** -p["beta"]
+
+
+def _quality_exp(x, p):
+    q = jnp.exp(p["gamma"] * (x["diversity"] - 1.0) + p["delta"] * (x["syntheticity"] - 1.0))
+    return p["E"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * (x["D"] * q) ** -p["beta"]
+
+
+_QUALITY_INPUTS = {"N": "params", "D": "tokens", "diversity": "diversity",
+                   "syntheticity": "syntheticity"}
+
+QUALITY = Law(
+    name="quality",
+    formula="L = E + A/N^alpha + B/D_eff^beta, D_eff = D*Q, "
+            "Q = (diversity/d0)^gamma * (syntheticity/s0)^delta",
+    inputs=_QUALITY_INPUTS,
+    params=(_p_E(), *_size_params(), *_quality_params()),
+    fn=_quality_power,
+    axis="N",
+    reference="Chang et al. 2024 (effective training tokens); Q's form is datalaws' choice",
+    derived=_chinchilla_derived,
+)
+
+QUALITY_EXP = dataclasses.replace(
+    QUALITY,
+    name="quality_exp",
+    formula="L = E + A/N^alpha + B/D_eff^beta, D_eff = D*Q, "
+            "Q = exp(gamma*(diversity/d0 - 1) + delta*(syntheticity/s0 - 1))",
+    fn=_quality_exp,
+)
+
+
+def _overtrain(x, p):
+    m = x["D"] / x["N"]  # tokens per parameter, relative to the reference ratio
+    c = x["N"] * x["D"]  # compute 6ND relative to 6*N0*D0
+    return p["E"] + (p["a"] * m ** p["eta"] + p["b"] * m ** -p["eta"]) * c ** -p["eta"]
+
+
+OVERTRAIN = Law(
+    name="overtrain",
+    formula="L = E + (a*M^eta + b*M^-eta) * C^-eta, M = D/N, C = 6ND",
+    inputs={"N": "params", "D": "tokens"},
+    params=(
+        _p_E(),
+        Param("a", _lognormal(0.3, 1.0), "over-parameterised term at the reference M0, C0"),
+        Param("b", _lognormal(0.3, 1.0), "over-trained term at the reference M0, C0"),
+        Param("eta", _lognormal(0.17, 0.5), "compute exponent"),
+    ),
+    fn=_overtrain,
+    axis="N",
+    reference="Gadre et al. 2024, eq. 4",
+)
+
+
+def _datacon(x, p):
+    # Muennighoff et al. 2023: repeated tokens are worth less; R = epochs - 1 repetitions.
+    u, r = x["U"], jnp.maximum(x["repetitions"] - 1.0, 0.0)
+    d_eff = u + u * p["r_star"] * (1.0 - jnp.exp(-r / p["r_star"]))
+    return p["E"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * d_eff ** -p["beta"]
+
+
+DATACON = Law(
+    name="datacon",
+    formula="L = E + A/N^alpha + B/D'^beta, D' = U + U*R*(1 - exp(-R/R*)), R = epochs - 1",
+    inputs={"N": "params", "U": "unique_tokens", "repetitions": "repetitions"},
+    params=(_p_E(), *_size_params(),
+            Param("r_star", _lognormal(15.0, 1.0), "repetitions at which returns decay by 1/e")),
+    fn=_datacon,
+    axis="N",
+    reference="Muennighoff et al. 2023, eq. 5 (data side)",
+    derived=lambda p, s: {"A": p["a"] * s["N"] ** p["alpha"], "B": p["b"] * s["U"] ** p["beta"]},
+    unscaled=("repetitions",),
+)
+
+LAWS: dict[str, Law] = {law.name: law for law in
+                        (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATACON)}
+
+
+def get_law(name: str) -> Law:
+    try:
+        return LAWS[name]
+    except KeyError:
+        raise ValueError(f"unknown law {name!r}; available: {', '.join(sorted(LAWS))}") from None
+
+
+_PRIOR_RE = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
+
+
+def parse_prior(text: str) -> dist.Distribution:
+    """Parse ``"LogNormal(0.5, 1)"`` into a numpyro distribution (any name in numpyro.distributions).
+
+    >>> parse_prior("Normal(0, 2)").scale
+    2.0
+    """
+    m = _PRIOR_RE.match(text)
+    if not m or not hasattr(dist, m.group(1)):
+        raise ValueError(f"cannot read prior {text!r}; write e.g. 'LogNormal(-1.0, 0.5)' with a "
+                         "distribution name from numpyro.distributions")
+    try:
+        args = [float(a) for a in m.group(2).split(",") if a.strip()]
+    except ValueError:
+        raise ValueError(f"prior {text!r}: arguments must be numbers") from None
+    return getattr(dist, m.group(1))(*args)
