@@ -8,6 +8,7 @@ Exit codes: 0 ok; 1 bad input or a failed command; 2 usage error (argparse);
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -116,7 +117,18 @@ def _extra_registrars():
         yield m.register_cli
 
 
+def _host_devices_for_chains(n: int = 4) -> None:
+    # NUTS chains run in parallel on host devices; XLA reads this flag once, at jax import.
+    if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in \
+            os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={n}").strip()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("fit", "predict", "plan", "report", "demo"):
+        _host_devices_for_chains()  # before the subcommand modules import jax
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -123,14 +123,16 @@ def law_model(x: Mapping[str, jnp.ndarray], *, law: Law, y: jnp.ndarray | None =
         compiled sampler for all folds, since the joint posterior factorises over folds).
     """
     folds = None if mask is None or jnp.ndim(mask) == 1 else mask.shape[0]
-    with numpyro.plate("folds", folds, dim=-2) if folds else contextlib.nullcontext():
+    fold_plate = numpyro.plate("folds", folds, dim=-2) if folds else contextlib.nullcontext()
+    with fold_plate:
         p = {prm.name: numpyro.sample(prm.name, prm.prior) for prm in law.params}
         sigma = numpyro.sample("sigma", NOISE_PRIORS["sigma"])
         nu = numpyro.sample("nu", NOISE_PRIORS["nu"]) if likelihood == "studentt" else None
     link_p = link.sample_params() if link is not None else None
     log_mu = jnp.log(law.fn(x, p))
     n = log_mu.shape[-1]
-    with numpyro.plate("runs", n), numpyro.handlers.mask(mask=True if mask is None else mask):
+    with fold_plate, numpyro.plate("runs", n), \
+            numpyro.handlers.mask(mask=True if mask is None else mask):
         if distance is not None and k > 0:
             z = numpyro.sample("discrepancy_z", dist.Normal(0.0, 1.0))
             numpyro.deterministic("log_loss_law", log_mu)

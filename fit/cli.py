@@ -1,0 +1,133 @@
+"""`datalaws fit`, `datalaws predict`, `datalaws laws`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register_cli"]
+
+
+def _pairs(text: str | None, what: str) -> dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise ValueError(f"{what}: expected KEY=VALUE pairs separated by commas, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_fit(a: argparse.Namespace) -> int:
+    from datalaws.cli import EXIT_BAD_DIAGNOSTICS
+    from datalaws.fit.api import fit, save_fit
+    from datalaws.fit.infer import FitConfig
+    from datalaws.fit.table import read_table
+
+    df = read_table(a.data)
+    priors = dict(p.split("=", 1) for p in a.prior or [])
+    result = fit(df, a.law, config=FitConfig(chains=a.chains, warmup=a.warmup, draws=a.draws,
+                                             seed=a.seed, likelihood=a.likelihood),
+                 columns=_pairs(a.columns, "--columns"), priors=priors, holdout=a.holdout,
+                 discrepancy=a.discrepancy, accuracy=a.accuracy,
+                 floors={k: float(v) for k, v in _pairs(a.floors, "--floors").items()})
+    out = save_fit(result, a.out)
+    _print_summary(result.summary)
+    print(f"wrote {out}/posterior.nc, summary.json, point_fit.json")
+    if not result.summary["diagnostics"]["ok"]:
+        for f in result.summary["diagnostics"]["failures"]:
+            print(f"DIAGNOSTIC FAILED: {f}", file=sys.stderr)
+        if not a.allow_bad:
+            print("the fit was written but its sampler diagnostics failed; do not trust it "
+                  "(rerun with more --warmup/--draws, or --allow-bad to accept)", file=sys.stderr)
+            return EXIT_BAD_DIAGNOSTICS
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    print(f"{s['law']}: {s['formula']}  ({s['n_rows']} runs)")
+    print(f"{'param':>10} {'mean':>10} {'q05':>10} {'q95':>10} {'r_hat':>6} {'ess_bulk':>8}")
+    for name, p in s["params"].items():
+        print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g} "
+              f"{p['r_hat']:6.3f} {p['ess_bulk']:8.0f}")
+    for name, p in s["derived"].items():
+        print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g}   (derived)")
+    d = s["discrepancy"]
+    print(f"discrepancy: {d['mode']}, k = {d['k']:.4g} along {d['axis_column']}")
+    if s.get("accuracy") and "pearson" in s["accuracy"]:
+        r = s["accuracy"]["pearson"]
+        print(f"pearson(predicted, observed accuracy) = {r['q50']:.3f} "
+              f"[{r['q05']:.3f}, {r['q95']:.3f}]")
+    if "holdout" in s:
+        print(f"held out ({s['holdout_expr']}):")
+        for q, h in s["holdout"].items():
+            cov = ", ".join(f"{k}: {v:.2f}" for k, v in h["coverage"].items())
+            print(f"  {q:9s} n={h['n']} median |err| {h['median_abs_err']:.4f}  coverage {cov}")
+    ok = "pass" if s["diagnostics"]["ok"] else "FAIL"
+    print(f"diagnostics: {ok}")
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from datalaws.fit.api import load_fit, predict
+    from datalaws.fit.table import read_table
+    from datalaws.records import atomic_write_text
+
+    result = load_fit(a.fit_dir)
+    quantiles = [float(q) for q in a.quantiles.split(",")]
+    out = predict(result, read_table(a.at), quantiles=quantiles)
+    atomic_write_text(a.out, out.to_csv(index=False))
+    print(f"wrote {len(out)} predictions to {a.out}")
+    return 0
+
+
+def _cmd_laws(a: argparse.Namespace) -> int:
+    from datalaws.fit.api import prior_str
+    from datalaws.fit.laws import DISCREPANCY_FORM, LAWS, NOISE_PRIORS
+
+    for law in LAWS.values():
+        print(f"{law.name}: {law.formula}")
+        print(f"  source: {law.reference}")
+        print(f"  inputs: {', '.join(f'{r}<-{c}' for r, c in law.inputs.items())}; "
+              f"extrapolates along {law.axis}")
+        for p in law.params:
+            print(f"  {p.name:>8} ~ {prior_str(p.prior):28s} {p.meaning}")
+        print()
+    print("noise on log loss (every law): Student-t(nu, log L, sigma) or Normal(log L, sigma)")
+    for k, v in NOISE_PRIORS.items():
+        print(f"  {k:>8} ~ {prior_str(v)}")
+    print(f"discrepancy: {DISCREPANCY_FORM}")
+    print("inputs are divided by their geometric mean in the data (N0, D0, ...): a = A/N0^alpha")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("fit", help="fit a law to a table of runs with NUTS")
+    f.add_argument("law", help="law name (see `datalaws laws`)")
+    f.add_argument("data", help="table of runs (.csv or .parquet)")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--columns", help="role=column overrides, e.g. N=N,D=D,loss=loss")
+    f.add_argument("--prior", action="append", help="override a prior: alpha='LogNormal(-1,0.3)'")
+    f.add_argument("--holdout", help="pandas expression of rows to hold out, e.g. 'params>=2e9'")
+    f.add_argument("--discrepancy", default="backtest", choices=["backtest", "none"])
+    f.add_argument("--accuracy", choices=["sigmoid", "exponential"],
+                   help="also fit acc.<task> columns jointly through this link")
+    f.add_argument("--floors", help="chance accuracy per task, e.g. copa=0.5,arc=0.25")
+    f.add_argument("--chains", type=int, default=4)
+    f.add_argument("--warmup", type=int, default=500)
+    f.add_argument("--draws", type=int, default=1000)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--likelihood", default="studentt", choices=["studentt", "normal"])
+    f.add_argument("--allow-bad", action="store_true", help="exit 0 even if diagnostics fail")
+    f.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("predict", help="posterior predictive at new points")
+    p.add_argument("fit_dir")
+    p.add_argument("--at", required=True, help="table of points (.csv/.parquet)")
+    p.add_argument("--out", required=True, help="output .csv")
+    p.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
+    p.set_defaults(func=_cmd_predict)
+
+    la = sub.add_parser("laws", help="list laws, formulas and priors")
+    la.set_defaults(func=_cmd_laws)

@@ -1,0 +1,365 @@
+"""Training: one sharded ``jax.jit`` step, Orbax checkpoints that resume exactly, a RunRecord.
+
+``train(config, streams)`` builds the mesh, initialises the sharded model and AdamW state,
+restores the latest checkpoint if the run directory has one (params, optimizer, step, RNG
+and the grain iterator's position), then steps until the token budget is spent. It saves
+every ``save_every`` steps, at the end, and on SIGTERM (then returns ``EXIT_REQUEUE`` so a
+scheduler requeues the job). A non-finite loss stops the run without saving over the last
+good checkpoint and writes the record with status ``diverged``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from datalaws.data.loader import LoaderConfig, make_loader
+from datalaws.model.flops import flops_per_token, peak_flops
+from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
+from datalaws.records import RunRecord, atomic_write_text, write_record
+
+__all__ = ["TrainConfig", "train", "make_mesh", "init_state", "make_train_step", "EXIT_REQUEUE",
+           "CheckpointError"]
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: preempted, checkpoint saved, requeue me
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be restored (corrupt, or from a different model)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run."""
+
+    model: ModelConfig
+    tokens: int  # training token budget (with repetition)
+    batch: int = 8  # sequences per optimizer step (global)
+    grad_accum: int = 1  # microbatches per step; batch % grad_accum == 0
+    lr: float = 3e-3  # peak learning rate
+    warmup_frac: float = 0.05  # share of steps spent warming up
+    min_lr_frac: float = 0.1  # cosine decays to this share of lr
+    weight_decay: float = 0.1
+    clip: float = 1.0  # global gradient-norm clip
+    mixture: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"train": 1.0})
+    unique_tokens: int | None = None  # unique-token budget (repetition = tokens / unique)
+    seed: int = 0
+    mesh: tuple[int, int, int] = (1, 1, 1)  # (data, fsdp, tensor) degrees; -1 = the rest
+    save_every: int = 100  # steps between checkpoints
+    keep: int = 2  # checkpoints kept
+    eval_batches: int = 4  # validation batches per domain at the end
+    run_id: str = "run"
+    pool: str | None = None
+
+    def __post_init__(self):
+        if self.tokens <= 0:
+            raise ValueError(f"TrainConfig.tokens={self.tokens} must be > 0")
+        if self.batch % self.grad_accum:
+            raise ValueError(f"TrainConfig.batch={self.batch} is not divisible by "
+                             f"grad_accum={self.grad_accum}")
+        if self.steps < 1:
+            raise ValueError(f"TrainConfig: tokens={self.tokens} is less than one batch of "
+                             f"{self.batch}x{self.model.seq_len}")
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.batch * self.model.seq_len)
+
+    @property
+    def repetitions(self) -> float:
+        return 1.0 if self.unique_tokens is None else self.tokens / self.unique_tokens
+
+
+def make_mesh(shape: tuple[int, int, int]) -> jax.sharding.Mesh:
+    """A (data, fsdp, tensor) mesh; one entry may be -1 to take the remaining devices."""
+    n = jax.device_count()
+    shape = list(shape)
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh={tuple(shape)}: at most one axis may be -1")
+    if -1 in shape:
+        rest = math.prod(s for s in shape if s != -1)
+        shape[shape.index(-1)] = n // rest
+    if math.prod(shape) > n:
+        raise ValueError(f"mesh={tuple(shape)} needs {math.prod(shape)} devices; have {n}")
+    # Auto axes: XLA's partitioner propagates the annotated weight and batch shardings
+    return jax.make_mesh(tuple(shape), ("data", "fsdp", "tensor"),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 3,
+                         devices=jax.devices()[: math.prod(shape)])
+
+
+def _optimizer(c: TrainConfig) -> optax.GradientTransformation:
+    warmup = max(1, int(c.warmup_frac * c.steps))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
+                                                  end_value=c.lr * c.min_lr_frac)
+    return optax.chain(optax.clip_by_global_norm(c.clip),
+                       optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=c.weight_decay))
+
+
+def init_state(c: TrainConfig, mesh: jax.sharding.Mesh):
+    """(graphdef, sharded state of (model, optimizer), state shardings)."""
+
+    def build():
+        model = Transformer(c.model, rngs=nnx.Rngs(c.seed))
+        return model, nnx.Optimizer(model, _optimizer(c), wrt=nnx.Param)
+
+    with jax.set_mesh(mesh):  # the weights' sharding annotations name this mesh's axes
+        graphdef, abstract = nnx.split(nnx.eval_shape(build))
+        specs = nnx.get_partition_spec(abstract)
+        shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                                 is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+        @partial(jax.jit, out_shardings=shardings)
+        def init():
+            return nnx.state(build())
+
+        return graphdef, init(), shardings
+
+
+def _loss(model: Transformer, batch: Mapping[str, jax.Array]) -> jax.Array:
+    logits_BTV = model(batch["inputs"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"]).mean()
+
+
+def make_train_step(graphdef, shardings, mesh, grad_accum: int):
+    """The jitted step ``(state, batch) -> (state, metrics)`` with explicit shardings."""
+    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+    def step(state, batch):
+        model, opt = nnx.merge(graphdef, state)
+
+        def micro(carry, mb):
+            loss, grads = nnx.value_and_grad(_loss)(model, mb)
+            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+        if grad_accum == 1:
+            loss, grads = nnx.value_and_grad(_loss)(model, batch)
+        else:
+            mbs = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))
+            (loss, grads), _ = jax.lax.scan(micro, zeros, mbs)
+            loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
+        opt.update(model, grads)
+        return nnx.state((model, opt)), {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return jax.jit(step, in_shardings=(shardings, batch_sharding),
+                   out_shardings=(shardings, None), donate_argnums=0)
+
+
+class _Preempted:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.flag = False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGTERM, self._set)
+        return self
+
+    def _set(self, *_):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._old)
+
+
+def _checkpoint_manager(run_dir: Path, keep: int) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        (run_dir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+
+def _restore(mgr, state, iterator, model_config: ModelConfig):
+    step = mgr.latest_step()
+    if step is None:
+        return state, 0
+    try:
+        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:
+        raise CheckpointError(f"{mgr.directory}/{step}: cannot read checkpoint metadata "
+                              f"({type(e).__name__}: {e})") from None
+    if meta.get("model") != dataclasses.asdict(model_config):
+        raise CheckpointError(f"{mgr.directory}/{step}: checkpoint is of a different model "
+                              f"{meta.get('model')}; this run is {dataclasses.asdict(model_config)}")
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+        out = mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            data=grain.checkpoint.CheckpointRestore(iterator)))
+    except Exception as e:
+        raise CheckpointError(f"{mgr.directory}/{step}: corrupt or incompatible checkpoint "
+                              f"({type(e).__name__}: {str(e)[:300]})") from None
+    return out["state"], step
+
+
+def _save(mgr, step, state, iterator, c: TrainConfig):
+    mgr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
+        meta=ocp.args.JsonSave({"model": dataclasses.asdict(c.model), "step": step})))
+
+
+def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path, *,
+          eod: int, valid: Mapping[str, np.ndarray] | None = None, quality: Mapping | None = None,
+          eval_fn=None, stop_after: int | None = None, progress: bool = True) -> int:
+    """Train, checkpoint, evaluate and write the RunRecord. Returns a process exit code.
+
+    ``stop_after`` stops (as if preempted, but without a signal) after that many steps of
+    this invocation; tests use it. ``eval_fn(model) -> {task: accuracy}`` adds downstream
+    accuracy to the record.
+    """
+    from datalaws.envinfo import describe_devices, git_sha, package_versions
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(c.mesh)
+    impl = attention_impl(c.model.attention)
+    graphdef, state, shardings = init_state(c, mesh)
+    loader = make_loader(streams, LoaderConfig(seq_len=c.model.seq_len, batch=c.batch,
+                                               mixture=dict(c.mixture), seed=c.seed,
+                                               unique_tokens=c.unique_tokens,
+                                               epochs=None), eod=eod)
+    iterator = iter(loader)
+    mgr = _checkpoint_manager(run_dir, c.keep)
+    state, start = _restore(mgr, state, iterator, c.model)
+    step_fn = make_train_step(graphdef, shardings, mesh, c.grad_accum)
+    total, nonembed = count_params(c.model)
+    fpt = flops_per_token(c.model)
+    peak = peak_flops() * jax.device_count()
+    metrics_path = run_dir / "metrics.jsonl"
+    if start == 0:
+        metrics_path.unlink(missing_ok=True)
+    else:  # drop lines past the restored step (written after the last checkpoint)
+        _truncate_metrics(metrics_path, start)
+    if progress:
+        print(f"[{c.run_id}] {total / 1e6:.2f}M params, {c.steps} steps x {c.batch}x"
+              f"{c.model.seq_len} tokens, attention={impl}, mesh={dict(mesh.shape)}, "
+              f"{'resuming at step ' + str(start) if start else 'from scratch'}", flush=True)
+    t_run = time.perf_counter()
+    status, error, code, loss = "done", None, 0, float("nan")
+    step = start
+    with _Preempted() as pre, open(metrics_path, "a") as mf:
+        t0, tokens_since = time.perf_counter(), 0
+        while step < c.steps:
+            batch = next(iterator)
+            state, m = step_fn(state, {k: jnp.asarray(v) for k, v in batch.items()})
+            loss = float(m["loss"])
+            step += 1
+            if not math.isfinite(loss):
+                status, error = "diverged", f"non-finite loss {loss} at step {step}"
+                break
+            tokens_since += c.batch * c.model.seq_len
+            dt = time.perf_counter() - t0
+            tps = tokens_since / dt if dt > 0 else 0.0
+            mf.write(json.dumps({"step": step, "loss": loss, "grad_norm": float(m["grad_norm"]),
+                                 "lr": float(_optimizer_lr(c, step)), "tokens_per_s": tps,
+                                 "mfu": tps * fpt / peak}) + "\n")
+            if progress and (step % 10 == 0 or step == c.steps):
+                print(f"\r[{c.run_id}] step {step}/{c.steps} loss {loss:.4f} "
+                      f"{tps:,.0f} tok/s MFU {100 * tps * fpt / peak:.1f}%", end="", flush=True)
+            if step % c.save_every == 0 or step == c.steps:
+                mf.flush()
+                _save(mgr, step, state, iterator, c)
+            if pre.flag or (stop_after is not None and step - start >= stop_after):
+                if step % c.save_every and step != c.steps:
+                    mf.flush()
+                    _save(mgr, step, state, iterator, c)
+                status, code = "preempted", EXIT_REQUEUE
+                break
+    mgr.wait_until_finished()
+    if progress:
+        print(flush=True)
+    eval_losses, accuracy = {}, {}
+    if status == "done":
+        model = nnx.merge(graphdef, state)[0]
+        eval_losses = evaluate(model, valid or {}, c, eod=eod)
+        if eval_fn is not None:
+            accuracy = eval_fn(model)
+    trained = step * c.batch * c.model.seq_len
+    overall = (float(np.mean(list(eval_losses.values()))) if eval_losses
+               else (loss if math.isfinite(loss) else None))
+    if eval_losses and set(eval_losses) >= set(c.mixture):
+        overall = float(sum(c.mixture[d] * eval_losses[d] for d in c.mixture))
+    q = quality or {}
+    record = RunRecord(
+        run_id=c.run_id, status=status, config=_config_dict(c), preset=_preset_name(c.model),
+        params=total, params_nonembed=nonembed, tokens=trained, steps=step, batch=c.batch,
+        seq_len=c.model.seq_len, mixture=dict(c.mixture), pool=c.pool,
+        repetitions=c.repetitions, unique_tokens=c.unique_tokens,
+        diversity=q.get("diversity"), syntheticity=q.get("syntheticity"), loss=overall,
+        eval_losses=eval_losses, accuracy=accuracy, flops=float(fpt * trained),
+        wall_time=time.perf_counter() - t_run, hardware=describe_devices(), seed=c.seed,
+        versions=package_versions(), git_sha=git_sha(), error=error)
+    if status != "preempted":
+        write_record(record, run_dir)
+    else:
+        atomic_write_text(run_dir / "preempted.json", json.dumps({"step": step}))
+    return code
+
+
+def _optimizer_lr(c: TrainConfig, step: int) -> float:
+    warmup = max(1, int(c.warmup_frac * c.steps))
+    return optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
+                                              end_value=c.lr * c.min_lr_frac)(step)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip()
+            and json.loads(ln)["step"] <= step]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def evaluate(model: Transformer, valid: Mapping[str, np.ndarray], c: TrainConfig, *,
+             eod: int) -> dict[str, float]:
+    """Mean next-token loss per validation domain (nats/token)."""
+    from datalaws.data.loader import PackedSequences
+
+    @nnx.jit
+    def batch_loss(model, batch):
+        return _loss(model, batch)
+
+    out = {}
+    for domain, stream in valid.items():
+        src = PackedSequences(stream, c.model.seq_len, eod)
+        n = min(len(src), c.eval_batches * c.batch)
+        items = [src[i] for i in range(n)]
+        losses = []
+        for i in range(0, n - c.batch + 1, c.batch):
+            b = {k: jnp.asarray(np.stack([it[k] for it in items[i:i + c.batch]]))
+                 for k in items[0]}
+            losses.append(float(batch_loss(model, b)))
+        if losses:
+            out[domain] = float(np.mean(losses))
+    return out
+
+
+def _preset_name(m: ModelConfig) -> str:
+    for name, shape in ModelConfig.PRESET_SHAPES.items():
+        if shape == (m.d_model, m.n_layers, m.n_heads):
+            return name
+    return "custom"
+
+
+def _config_dict(c: TrainConfig) -> dict:
+    d = dataclasses.asdict(c)
+    d["mixture"] = dict(c.mixture)
+    return d

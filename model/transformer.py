@@ -1,0 +1,180 @@
+"""A decoder-only transformer in Flax NNX: RMSNorm, rotary positions, SwiGLU, no biases.
+
+Parameters are fp32; the forward pass computes in ``config.dtype`` (bf16 by default).
+Every weight carries a sharding annotation over the mesh axes ``fsdp`` and ``tensor``
+(see ``datalaws.model.sharding``); under a mesh, ``jax.jit`` places and partitions them.
+Array names carry their shapes: B batch, T sequence, D model width, H heads, K head dim,
+F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["ModelConfig", "Transformer", "PRESETS", "count_params", "attention_impl"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape of the model. Presets: ``ModelConfig.preset("125m", vocab=32000)``."""
+
+    vocab: int = 32768  # vocabulary size
+    d_model: int = 768  # residual width D
+    n_layers: int = 12  # transformer blocks
+    n_heads: int = 12  # attention heads H (head dim K = D / H)
+    d_ff: int = 2048  # SwiGLU hidden width F
+    seq_len: int = 1024  # maximum context T
+    tied: bool = False  # share the embedding with the output projection
+    dtype: str = "bfloat16"  # compute dtype; params stay float32
+    rope_base: float = 10000.0
+    remat: bool = False  # recompute block activations in the backward pass
+    attention: str = "auto"  # "auto" (cudnn on GPU, xla elsewhere), "cudnn" or "xla"
+
+    PRESET_SHAPES: ClassVar[dict[str, tuple[int, int, int]]] = {
+        # name: (d_model, n_layers, n_heads); d_ff = 8/3 d_model rounded to 64
+        "tiny": (32, 2, 2),
+        "micro": (64, 2, 4),
+        "mini": (128, 3, 4),
+        "25m": (384, 8, 6),
+        "50m": (512, 8, 8),
+        "85m": (640, 10, 10),
+        "125m": (768, 12, 12),
+        "350m": (1024, 24, 16),
+        "760m": (1536, 24, 16),
+        "1.5b": (2048, 28, 16),
+    }
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"ModelConfig.d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"ModelConfig: head dim {self.d_model // self.n_heads} must be "
+                             "even for rotary positions")
+        for f in ("vocab", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"ModelConfig.{f}={getattr(self, f)} must be > 0")
+        if self.attention not in ("auto", "cudnn", "xla"):
+            raise ValueError(f"ModelConfig.attention={self.attention!r}; use auto|cudnn|xla")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> ModelConfig:
+        if name not in cls.PRESET_SHAPES:
+            raise ValueError(f"unknown preset {name!r}; choose from {list(cls.PRESET_SHAPES)}")
+        d, layers, heads = cls.PRESET_SHAPES[name]
+        base = dict(d_model=d, n_layers=layers, n_heads=heads, d_ff=_ff(d))
+        return cls(**(base | overrides))
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def _ff(d: int) -> int:
+    return max(64, int(round(8 * d / 3 / 64)) * 64)
+
+
+PRESETS = tuple(ModelConfig.PRESET_SHAPES)
+
+
+def count_params(c: ModelConfig) -> tuple[int, int]:
+    """Analytic (total, non-embedding) parameter counts."""
+    per_block = 4 * c.d_model**2 + 3 * c.d_model * c.d_ff + 2 * c.d_model
+    nonembed = c.n_layers * per_block + c.d_model  # + final norm
+    embed = c.vocab * c.d_model * (1 if c.tied else 2)
+    return nonembed + embed, nonembed
+
+
+def attention_impl(requested: str) -> str:
+    """'cudnn' on GPU under 'auto', else 'xla'; a forced 'cudnn' off GPU is an error."""
+    backend = jax.default_backend()
+    if requested == "auto":
+        return "cudnn" if backend == "gpu" else "xla"
+    if requested == "cudnn" and backend != "gpu":
+        raise ValueError(f"attention='cudnn' needs a GPU; this backend is {backend!r}")
+    return requested
+
+
+def _init(sharding: tuple, scale: float = 1.0):
+    return nnx.with_partitioning(nnx.initializers.normal(0.02 * scale), sharding)
+
+
+def _rope(x_BTHK: jax.Array, positions_T: jax.Array, base: float) -> jax.Array:
+    k = x_BTHK.shape[-1] // 2
+    freq_K = base ** (-jnp.arange(k, dtype=jnp.float32) / k)
+    angle_TK = positions_T[:, None].astype(jnp.float32) * freq_K[None, :]
+    sin, cos = jnp.sin(angle_TK)[None, :, None, :], jnp.cos(angle_TK)[None, :, None, :]
+    x1, x2 = x_BTHK[..., :k].astype(jnp.float32), x_BTHK[..., k:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BTHK.dtype)
+
+
+class Block(nnx.Module):
+    def __init__(self, c: ModelConfig, *, rngs: nnx.Rngs):
+        dt = jnp.dtype(c.dtype)
+        out_scale = 1.0 / (2 * c.n_layers) ** 0.5  # GPT-2 style residual scaling
+        self.c = c
+        self.attn_norm = nnx.RMSNorm(c.d_model, dtype=dt, rngs=rngs,
+                                     scale_init=nnx.with_partitioning(nnx.initializers.ones,
+                                                                      (None,)))
+        self.qkv = nnx.Linear(c.d_model, 3 * c.d_model, use_bias=False, dtype=dt, rngs=rngs,
+                              kernel_init=_init(("fsdp", "tensor")))
+        self.out = nnx.Linear(c.d_model, c.d_model, use_bias=False, dtype=dt, rngs=rngs,
+                              kernel_init=_init(("tensor", "fsdp"), out_scale))
+        self.mlp_norm = nnx.RMSNorm(c.d_model, dtype=dt, rngs=rngs,
+                                    scale_init=nnx.with_partitioning(nnx.initializers.ones,
+                                                                     (None,)))
+        self.gate_up = nnx.Linear(c.d_model, 2 * c.d_ff, use_bias=False, dtype=dt, rngs=rngs,
+                                  kernel_init=_init(("fsdp", "tensor")))
+        self.down = nnx.Linear(c.d_ff, c.d_model, use_bias=False, dtype=dt, rngs=rngs,
+                               kernel_init=_init(("tensor", "fsdp"), out_scale))
+
+    def __call__(self, x_BTD: jax.Array, positions_T: jax.Array, impl: str) -> jax.Array:
+        c = self.c
+        B, T, _ = x_BTD.shape
+        qkv = self.qkv(self.attn_norm(x_BTD)).reshape(B, T, 3, c.n_heads, c.head_dim)
+        q_BTHK = _rope(qkv[:, :, 0], positions_T, c.rope_base)
+        k_BTHK = _rope(qkv[:, :, 1], positions_T, c.rope_base)
+        v_BTHK = qkv[:, :, 2]
+        a_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTHK, v_BTHK, is_causal=True,
+                                              implementation=impl)
+        x_BTD = x_BTD + self.out(a_BTHK.reshape(B, T, c.d_model))
+        gate_BTF, up_BTF = jnp.split(self.gate_up(self.mlp_norm(x_BTD)), 2, axis=-1)
+        return x_BTD + self.down(jax.nn.silu(gate_BTF) * up_BTF)
+
+
+class Transformer(nnx.Module):
+    """``model(tokens_BT) -> logits_BTV`` (float32 logits)."""
+
+    def __init__(self, c: ModelConfig, *, rngs: nnx.Rngs):
+        self.c = c
+        self.embed = nnx.Embed(c.vocab, c.d_model, dtype=jnp.dtype(c.dtype), rngs=rngs,
+                               embedding_init=_init(("tensor", "fsdp")))
+        self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+        self.norm = nnx.RMSNorm(c.d_model, dtype=jnp.dtype(c.dtype), rngs=rngs,
+                                scale_init=nnx.with_partitioning(nnx.initializers.ones, (None,)))
+        if not c.tied:
+            self.unembed = nnx.Linear(c.d_model, c.vocab, use_bias=False,
+                                      dtype=jnp.dtype(c.dtype), rngs=rngs,
+                                      kernel_init=_init(("fsdp", "tensor")))
+
+    def __call__(self, tokens_BT: jax.Array, positions_T: jax.Array | None = None) -> jax.Array:
+        impl = attention_impl(self.c.attention)
+        T = tokens_BT.shape[1]
+        positions_T = jnp.arange(T) if positions_T is None else positions_T
+        x_BTD = self.embed(tokens_BT)
+        for block in self.blocks:
+            if self.c.remat:
+                x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl))(block, x_BTD)
+            else:
+                x_BTD = block(x_BTD, positions_T, impl)
+        x_BTD = self.norm(x_BTD)
+        if self.c.tied:
+            logits_BTV = self.embed.attend(x_BTD)
+        else:
+            logits_BTV = self.unembed(x_BTD)
+        return logits_BTV.astype(jnp.float32)
