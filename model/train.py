@@ -141,20 +141,21 @@ def make_train_step(graphdef, shardings, mesh, grad_accum: int):
 
     def step(state, batch):
         model, opt = nnx.merge(graphdef, state)
-
-        def micro(carry, mb):
-            loss, grads = nnx.value_and_grad(_loss)(model, mb)
-            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+        model_def, params, rest = nnx.split(model, nnx.Param, ...)
+        grad_fn = jax.value_and_grad(lambda p, mb: _loss(nnx.merge(model_def, p, rest), mb))
 
         if grad_accum == 1:
-            loss, grads = nnx.value_and_grad(_loss)(model, batch)
-        else:
+            loss, grads = grad_fn(params, batch)
+        else:  # microbatches in a scan; the mean of equal-sized means is the batch mean
+            def micro(carry, mb):
+                return jax.tree.map(jnp.add, carry, grad_fn(params, mb)), None
+
             mbs = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
-            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))
+            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
             (loss, grads), _ = jax.lax.scan(micro, zeros, mbs)
             loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
         opt.update(model, grads)
-        return nnx.state((model, opt)), {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return nnx.state((model, opt)), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step, in_shardings=(shardings, batch_sharding),
                    out_shardings=(shardings, None), donate_argnums=0)
@@ -265,7 +266,10 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
             if not math.isfinite(loss):
                 status, error = "diverged", f"non-finite loss {loss} at step {step}"
                 break
-            tokens_since += c.batch * c.model.seq_len
+            if step == start + 1:  # the first step includes compilation: rates start after it
+                t0, tokens_since = time.perf_counter(), 0
+            else:
+                tokens_since += c.batch * c.model.seq_len
             dt = time.perf_counter() - t0
             tps = tokens_since / dt if dt > 0 else 0.0
             mf.write(json.dumps({"step": step, "loss": loss, "grad_norm": float(m["grad_norm"]),

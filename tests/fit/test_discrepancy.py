@@ -1,4 +1,5 @@
-"""The discrepancy term shrinks when the law is right and restores coverage when it is not."""
+"""The discrepancy term shrinks when the law is right (restoring coverage on real data is
+tested on the Chinchilla runs in test_real_data.py)."""
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,3 @@ def test_k_small_and_coverage_kept_when_law_is_right():
     assert r.summary["discrepancy"]["k"] < 0.01
     assert h["coverage"]["0.9"] >= 0.8
     assert h["coverage"]["0.5"] <= 0.75  # not inflated to cover everything
-
-
-def test_backtest_restores_coverage_under_misspecification():
-    df = _table(True)
-    plain = fit(df, "chinchilla", holdout="params >= 2e9", discrepancy="none", config=CFG)
-    bt = fit(df, "chinchilla", holdout="params >= 2e9", config=CFG)
-    cp = plain.summary["holdout"]["loss"]["coverage"]["0.9"]
-    cb = bt.summary["holdout"]["loss"]["coverage"]["0.9"]
-    assert cp < 0.6, cp
-    assert cb >= 0.75 and cb > cp + 0.2, (cp, cb)
