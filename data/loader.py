@@ -40,13 +40,17 @@ class PackedSequences(grain.sources.RandomAccessDataSource if hasattr(
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         t = self.seq_len
-        w = np.asarray(self.tokens[i * t: i * t + t + 1], dtype=np.int32)
+        w = self.tokens[i * t: i * t + t + 1]
+        if hasattr(w, "read"):  # a TensorStore view: random access into the zarr store
+            w = w.read().result()
+        w = np.asarray(w, dtype=np.int32)
         inputs = w[:-1]
         # positions restart after every end-of-document token (document boundaries)
         starts = np.concatenate([[True], inputs[:-1] == self.eod])
         idx = np.arange(t)
         last_start = np.maximum.accumulate(np.where(starts, idx, 0))
-        return {"inputs": inputs, "targets": w[1:], "positions": (idx - last_start).astype(np.int32)}
+        positions = (idx - last_start).astype(np.int32)
+        return {"inputs": inputs, "targets": w[1:], "positions": positions}
 
     def __repr__(self) -> str:
         return f"PackedSequences(windows={self._n}, seq_len={self.seq_len})"

@@ -91,7 +91,10 @@ def _tasks(df: pd.DataFrame, accuracy: str | None) -> list[str]:
     return tasks
 
 
-def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = FitConfig(),
+_DEFAULT_CONFIG = FitConfig()
+
+
+def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
         columns: Mapping[str, str] | None = None, priors: Mapping[str, str] | None = None,
         holdout: str | None = None, discrepancy: str = "backtest",
         accuracy: str | None = None, floors: Mapping[str, float] | None = None) -> FitResult:

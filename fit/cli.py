@@ -21,10 +21,11 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
 
 
 def _cmd_fit(a: argparse.Namespace) -> int:
-    from datalaws.cli import EXIT_BAD_DIAGNOSTICS
     from datalaws.fit.api import fit, save_fit
     from datalaws.fit.infer import FitConfig
     from datalaws.fit.table import read_table
+
+    from datalaws.cli import EXIT_BAD_DIAGNOSTICS
 
     df = read_table(a.data)
     priors = dict(p.split("=", 1) for p in a.prior or [])
@@ -72,6 +73,7 @@ def _print_summary(s: dict) -> None:
 def _cmd_predict(a: argparse.Namespace) -> int:
     from datalaws.fit.api import load_fit, predict
     from datalaws.fit.table import read_table
+
     from datalaws.records import atomic_write_text
 
     result = load_fit(a.fit_dir)
@@ -102,7 +104,22 @@ def _cmd_laws(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from datalaws.fit.report import write_report
+    from datalaws.fit.table import read_table
+
+    table = read_table(a.data) if a.data else None
+    print(f"wrote {write_report(a.fit_dirs, table, a.out)}")
+    return 0
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("report", help="self-contained HTML report of one or more fits")
+    r.add_argument("fit_dirs", nargs="+")
+    r.add_argument("--data", help="the table the fits used (for curves and residuals)")
+    r.add_argument("--out", required=True, help="report.html")
+    r.set_defaults(func=_cmd_report)
+
     f = sub.add_parser("fit", help="fit a law to a table of runs with NUTS")
     f.add_argument("law", help="law name (see `datalaws laws`)")
     f.add_argument("data", help="table of runs (.csv or .parquet)")

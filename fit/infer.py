@@ -100,7 +100,8 @@ class AccuracyLink:
         floor = jnp.asarray(self.floors)
         L = loss[..., None]
         if self.form == "sigmoid":
-            return floor + (1 - floor - p["acc_delta"]) * jax.nn.sigmoid(-p["acc_k"] * (L - p["acc_L0"]))
+            s = jax.nn.sigmoid(-p["acc_k"] * (L - p["acc_L0"]))
+            return floor + (1 - floor - p["acc_delta"]) * s
         err = (1 - floor) - p["acc_k"] * jnp.exp(-p["acc_gamma"] * L)
         return 1.0 - jnp.clip(err, 0.0, 1.0)
 
@@ -147,7 +148,8 @@ def law_model(x: Mapping[str, jnp.ndarray], *, law: Law, y: jnp.ndarray | None =
             acc_mask = acc_mask & mask[:, None]
         obs = None if acc is None else jnp.where(acc_mask, acc, 0.5)
         with numpyro.plate("tasks_", len(link.tasks), dim=-1), \
-             numpyro.plate("runs_", n, dim=-2), numpyro.handlers.mask(mask=True if acc_mask is None else acc_mask):
+             numpyro.plate("runs_", n, dim=-2), \
+             numpyro.handlers.mask(mask=True if acc_mask is None else acc_mask):
             numpyro.sample("acc", dist.Normal(mean_acc, link_p["acc_sigma"]), obs=obs)
 
 

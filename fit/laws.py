@@ -218,7 +218,7 @@ _PRIOR_RE = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
 
 
 def parse_prior(text: str) -> dist.Distribution:
-    """Parse ``"LogNormal(0.5, 1)"`` into a numpyro distribution (any name in numpyro.distributions).
+    """Parse ``"LogNormal(0.5, 1)"`` into a numpyro distribution (any numpyro name).
 
     >>> parse_prior("Normal(0, 2)").scale
     2.0

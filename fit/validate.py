@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from numpyro.infer import MCMC, NUTS, init_to_median
-from scipy import stats
-
 from datalaws.fit.infer import law_model
 from datalaws.fit.laws import Law
+from numpyro.infer import MCMC, NUTS, init_to_median
+from scipy import stats
 
 __all__ = ["simulate", "sbc_ranks", "uniformity_pvalue"]
 

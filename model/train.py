@@ -25,12 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
-
 from datalaws.data.loader import LoaderConfig, make_loader
 from datalaws.model.flops import flops_per_token, peak_flops
 from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
 from datalaws.records import RunRecord, atomic_write_text, write_record
 
 __all__ = ["TrainConfig", "train", "make_mesh", "init_state", "make_train_step", "EXIT_REQUEUE",
@@ -199,7 +199,8 @@ def _restore(mgr, state, iterator, model_config: ModelConfig):
                               f"({type(e).__name__}: {e})") from None
     if meta.get("model") != dataclasses.asdict(model_config):
         raise CheckpointError(f"{mgr.directory}/{step}: checkpoint is of a different model "
-                              f"{meta.get('model')}; this run is {dataclasses.asdict(model_config)}")
+                              f"{meta.get('model')}; this run is "
+                              f"{dataclasses.asdict(model_config)}")
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     try:
         out = mgr.restore(step, args=ocp.args.Composite(

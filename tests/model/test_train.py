@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-
-from datalaws import load_record
 from datalaws.data.loader import markov_stream
 from datalaws.model.train import (
     EXIT_REQUEUE,
@@ -26,6 +22,9 @@ from datalaws.model.train import (
     train,
 )
 from datalaws.model.transformer import PRESETS, ModelConfig, Transformer, count_params
+from flax import nnx
+
+from datalaws import load_record
 
 STREAM = markov_stream(300_000, 64, seed=0)
 TINY = ModelConfig.preset("tiny", vocab=64, seq_len=64)

@@ -1,0 +1,217 @@
+"""Corpora -> tokenized domains with measured quality, in a TensorStore (zarr) token store.
+
+Layout of a store directory::
+
+    tokenizer.json                 HF tokenizers byte-level BPE (the store knows its tokenizer)
+    <domain>/tokens.zarr           uint16 (or uint32 for big vocabularies) token stream;
+                                   documents end with the end-of-document token
+    <domain>/doc_offsets.zarr      int64 [docs + 1] start of each document in the stream
+    <domain>/diversity.zarr        float32 [docs] gzip compressed/raw bytes per document
+    <domain>/meta.json             counts, tokenizer hash, domain quality; written last,
+                                   atomically: a domain without it is incomplete
+
+The embedded default corpus (``embedded_corpus``) is real text every machine with this
+Python has: the standard library's source (``code``), its docstrings (``docstrings``) and the
+interactive help topics of ``pydoc_data`` (``docs``, the language reference's prose).
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import json
+import sysconfig
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorstore as ts
+
+from datalaws.records import atomic_write_text
+
+__all__ = ["EOD", "embedded_corpus", "read_documents", "train_tokenizer", "prepare_domain",
+           "open_domain", "domain_stats", "diversity", "StoreError"]
+
+EOD = "<|endoftext|>"
+
+
+class StoreError(ValueError):
+    """Bad input or an incomplete store; the message names the file or domain."""
+
+
+def diversity(text: str | bytes) -> float:
+    """gzip compressed bytes / raw bytes (higher: more diverse; Chang et al. 2024)."""
+    raw = text.encode() if isinstance(text, str) else text
+    if not raw:
+        raise StoreError("diversity of an empty document is undefined")
+    return len(gzip.compress(raw, compresslevel=9)) / len(raw)
+
+
+def embedded_corpus(max_docs: int | None = None) -> dict[str, list[str]]:
+    """Three real-text domains from this Python's standard library (no download)."""
+    import pydoc_data.topics as topics
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.glob("*.py"))[: max_docs or None]
+    code, docstrings = [], []
+    for f in files:
+        src = f.read_text(encoding="utf-8", errors="replace")
+        code.append(src)
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module,
+                                 ast.AsyncFunctionDef)):
+                d = ast.get_docstring(node)
+                if d and len(d) > 80:
+                    docstrings.append(d)
+    docs = [t for t in topics.topics.values() if len(t) > 200]
+    # split long help topics into paragraphs-sized documents
+    docs = [p for t in docs for p in t.split("\n\n\n") if len(p) > 200]
+    return {"code": code, "docstrings": docstrings[: (max_docs or 10**9) * 10], "docs": docs}
+
+
+def read_documents(paths: Iterable[str | Path], *, field: str = "text") -> Iterator[str]:
+    """Documents from text files, directories of them, JSONL or Parquet (``field`` column)."""
+    for p in map(Path, paths):
+        if not p.exists():
+            raise StoreError(f"{p}: no such file or directory")
+        if p.is_dir():
+            yield from read_documents(sorted(x for x in p.rglob("*") if x.is_file()),
+                                      field=field)
+            continue
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)
+            if field not in table.column_names:
+                raise StoreError(f"{p}: no column {field!r}; columns: {table.column_names}")
+            yield from (t for t in table.column(field).to_pylist() if t)
+            continue
+        raw = p.read_bytes()
+        if b"\x00" in raw[:8192]:
+            raise StoreError(f"{p}: looks binary (NUL bytes); not a text corpus")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise StoreError(f"{p}: not UTF-8 (byte {e.start}); re-encode it") from None
+        if p.suffix == ".jsonl":
+            for i, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise StoreError(f"{p}:{i}: invalid JSON ({e.msg})") from None
+                if field not in obj:
+                    raise StoreError(f"{p}:{i}: no field {field!r}")
+                yield obj[field]
+        else:
+            yield text
+
+
+def train_tokenizer(docs: Iterable[str], vocab: int, out: Path):
+    """Train a byte-level BPE (HF tokenizers) and save it as ``out`` (tokenizer.json)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(docs, trainer)
+    atomic_write_text(out, tok.to_str())
+    return tok
+
+
+def _tokenizer_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _write_array(path: Path, arr: np.ndarray) -> None:
+    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}}
+    t = ts.open(spec, create=True, delete_existing=True, dtype=ts.dtype(arr.dtype.name),
+                shape=arr.shape, chunk_layout=ts.ChunkLayout(chunk_shape=[min(
+                    max(1, arr.shape[0]), 1 << 20)])).result()
+    t.write(arr).result()
+
+
+def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
+                   progress: bool = True) -> dict:
+    """Dedup, tokenize and write one domain; its ``meta.json`` is written last (atomic).
+
+    A rerun skips a domain whose meta.json exists (the store is complete for it).
+    """
+    from tokenizers import Tokenizer
+
+    store = Path(store)
+    ddir = store / domain
+    if (ddir / "meta.json").exists():
+        return json.loads((ddir / "meta.json").read_text())
+    tok_path = store / "tokenizer.json"
+    if not tok_path.exists():
+        raise StoreError(f"{tok_path}: store has no tokenizer; train or copy one first")
+    tok = Tokenizer.from_file(str(tok_path))
+    seen, unique, n_in = set(), [], 0
+    for d in docs:
+        n_in += 1
+        h = hashlib.sha1(d.encode()).digest()
+        if d.strip() and h not in seen:  # exact-duplicate removal
+            seen.add(h)
+            unique.append(d)
+    if not unique:
+        raise StoreError(f"domain {domain!r}: the corpus is empty")
+    t0 = time.perf_counter()
+    eod = tok.token_to_id(EOD)
+    ids = [e.ids + [eod] for e in tok.encode_batch(unique)]
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    dtype = np.uint16 if tok.get_vocab_size() <= 65535 else np.uint32
+    tokens = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
+    div = np.array([diversity(d) for d in unique], dtype=np.float32)
+    mb = sum(len(d.encode()) for d in unique) / 1e6
+    dt = time.perf_counter() - t0
+    ddir.mkdir(parents=True, exist_ok=True)
+    _write_array(ddir / "tokens.zarr", tokens)
+    _write_array(ddir / "doc_offsets.zarr", np.concatenate([[0], np.cumsum(lengths)]))
+    _write_array(ddir / "diversity.zarr", div)
+    raw_bytes = sum(len(d.encode()) for d in unique)
+    meta = {"domain": domain, "docs": len(unique), "tokens": int(tokens.size),
+            "bytes": raw_bytes, "duplicates_removed": n_in - len(unique),
+            "tokenizer_hash": _tokenizer_hash(tok_path), "eod": eod, "dtype": dtype.__name__,
+            # domain diversity: gzip of the whole domain's text, byte-weighted
+            "diversity": float(np.average(div, weights=[len(d.encode()) for d in unique])),
+            "complete": True}
+    atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
+    if progress:
+        print(f"prepared {domain}: {len(unique)} docs, {tokens.size:,} tokens, "
+              f"{mb:.1f} MB at {mb / max(dt, 1e-9):.1f} MB/s, diversity {meta['diversity']:.3f}",
+              flush=True)
+    return meta
+
+
+def open_domain(store: str | Path, domain: str) -> tuple[np.ndarray, dict]:
+    """(token stream, meta) of a complete domain; an incomplete one is a clear error."""
+    ddir = Path(store) / domain
+    if not (ddir / "meta.json").exists():
+        raise StoreError(f"{ddir}: domain is missing or incomplete (no meta.json); rerun "
+                         "`datalaws data prepare`")
+    meta = json.loads((ddir / "meta.json").read_text())
+    t = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
+                                               "path": str(ddir / "tokens.zarr")}}).result()
+    return t, meta
+
+
+def domain_stats(store: str | Path) -> list[dict]:
+    """One row per domain: complete or not, docs, tokens, diversity, syntheticity."""
+    rows = []
+    for d in sorted(p for p in Path(store).iterdir() if p.is_dir()):
+        m = d / "meta.json"
+        if m.exists():
+            rows.append(json.loads(m.read_text()))
+        else:
+            rows.append({"domain": d.name, "complete": False})
+    return rows

@@ -1,0 +1,161 @@
+"""Sweeps: a TOML grid expands to runs with stable ids; the local executor runs them.
+
+A spec::
+
+    [defaults]            # every run gets these (data store, seq_len, batch, lr, ...)
+    data = "store"
+    seq_len = 64
+    [grid]                # the product of these lists
+    preset = ["micro", "mini"]
+    tokens = [2e5, 4e5]
+    mixture = ["code=0.6,docs=0.2,docstrings=0.2", "code=0.2,docs=0.4,docstrings=0.4"]
+    seed = [0]
+
+A run's id is a hash of its normalised config, so relaunching a sweep finds its runs again:
+finished runs (a record with status done/diverged) are skipped, partial ones resume from
+their checkpoints, failed ones are retried only when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+__all__ = ["Run", "load_spec", "expand", "run_local", "status", "run_state"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    run_id: str
+    config: dict
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config["out"])
+
+
+def _normalise(cfg: dict) -> dict:
+    out = dict(cfg)
+    if isinstance(out.get("mixture"), str):
+        parts = dict(p.split("=") for p in out["mixture"].split(","))
+        total = sum(float(v) for v in parts.values())
+        out["mixture"] = {k.strip(): round(float(v) / total, 6) for k, v in sorted(parts.items())}
+    if "tokens" in out:
+        out["tokens"] = int(float(out["tokens"]))
+    return out
+
+
+def load_spec(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such sweep spec")
+    with open(path, "rb") as f:
+        try:
+            spec = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: invalid TOML ({e})") from None
+    if "grid" not in spec:
+        raise ValueError(f"{path}: a sweep spec needs a [grid] table")
+    spec.setdefault("defaults", {})
+    spec.setdefault("out", str(path.with_suffix("")) + "_runs")
+    return spec
+
+
+def expand(spec: dict) -> list[Run]:
+    """All runs of the grid, each with a stable id and its own output folder."""
+    grid = spec["grid"]
+    keys = sorted(grid)
+    runs = []
+    for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]]
+                                      for k in keys)):
+        cfg = _normalise(spec["defaults"] | dict(zip(keys, values)))
+        run_id = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+        cfg |= {"run_id": run_id, "out": str(Path(spec["out"]) / run_id)}
+        runs.append(Run(run_id, cfg))
+    return runs
+
+
+def run_state(run: Run) -> dict:
+    """done / diverged / failed / preempted / partial / pending, with progress and last loss."""
+    rec = run.out / f"{run.run_id}.record.json"
+    st = {"run_id": run.run_id, "state": "pending", "step": 0, "loss": None}
+    metrics = run.out / "metrics.jsonl"
+    if metrics.exists():
+        lines = [ln for ln in metrics.read_text().splitlines() if ln.strip()]
+        if lines:
+            try:
+                last = json.loads(lines[-1])
+                st.update(step=last["step"], loss=last["loss"], state="partial")
+            except (json.JSONDecodeError, KeyError):
+                pass
+    if (run.out / "failed.json").exists():
+        st["state"] = "failed"
+        st["exit_code"] = json.loads((run.out / "failed.json").read_text())["exit_code"]
+    if rec.exists():
+        try:
+            st["state"] = json.loads(rec.read_text())["status"]
+        except json.JSONDecodeError:
+            st["state"] = "corrupt-record"
+    return st
+
+
+def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
+              progress: bool = True) -> dict[str, int]:
+    """Run pending / partial runs as ``datalaws train`` processes, ``parallel`` at a time."""
+    from datalaws.records import atomic_write_text
+
+    todo = []
+    for r in runs:
+        s = run_state(r)["state"]
+        if s in ("done", "diverged") or (s == "failed" and not retry_failed):
+            continue
+        todo.append(r)
+    if progress:
+        print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
+              f"{len(todo)} to run ({parallel} at a time)", flush=True)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    running: dict[str, tuple[subprocess.Popen, Run, float]] = {}
+    codes: dict[str, int] = {}
+    queue = list(todo)
+    t0 = time.perf_counter()
+    while queue or running:
+        while queue and len(running) < parallel:
+            r = queue.pop(0)
+            r.out.mkdir(parents=True, exist_ok=True)
+            (r.out / "failed.json").unlink(missing_ok=True)
+            log = open(r.out / "train.log", "a")
+            p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "train", "--config-json",
+                                  json.dumps(r.config)], stdout=log, stderr=subprocess.STDOUT,
+                                 env=env)
+            running[r.run_id] = (p, r, time.perf_counter())
+        for rid, (p, r, _) in list(running.items()):
+            code = p.poll()
+            if code is None:
+                continue
+            codes[rid] = code
+            del running[rid]
+            if code != 0:
+                atomic_write_text(r.out / "failed.json", json.dumps({"exit_code": code}))
+        if progress:
+            done = len(codes)
+            el = time.perf_counter() - t0
+            eta = el / done * (len(todo) - done) if done else float("nan")
+            print(f"\rsweep: {done}/{len(todo)} finished, {len(running)} running, "
+                  f"{el:.0f} s elapsed, ETA {eta:.0f} s   ", end="", flush=True)
+        time.sleep(0.5)
+    if progress:
+        print(flush=True)
+    return codes
+
+
+def status(runs: list[Run]) -> list[dict]:
+    return [run_state(r) | {"preset": r.config.get("preset"), "tokens": r.config.get("tokens"),
+                            "mixture": r.config.get("mixture")} for r in runs]
