@@ -49,8 +49,10 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
         prepare_domain(store, domain, docs)
 
     print("== 2/4 sweep: tiny models on the local executor", flush=True)
-    presets = '["tiny", "micro"]' if fast else '["tiny", "micro", "mini"]'
-    tokens = "[40960, 163840]" if fast else "[40960, 102400, 256000]"
+    # 3 sizes x 2 budgets x 3 mixtures = 18 runs: three distinct N are the least a
+    # size-ordered backtest can cut; each run is seconds of training after compilation
+    presets = '["tiny", "micro", "mini"]'
+    tokens = "[40960, 122880]" if fast else "[61440, 184320]"
     spec_path = out / "sweep.toml"
     atomic_write_text(spec_path, SPEC.format(out=out, presets=presets, tokens=tokens))
     runs = expand(load_spec(spec_path))
