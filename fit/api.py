@@ -17,6 +17,7 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 import pandas as pd
+
 from datalaws.fit import discrepancy as disc
 from datalaws.fit.infer import (
     AccuracyLink,

@@ -21,11 +21,10 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
 
 
 def _cmd_fit(a: argparse.Namespace) -> int:
+    from datalaws.cli import EXIT_BAD_DIAGNOSTICS
     from datalaws.fit.api import fit, save_fit
     from datalaws.fit.infer import FitConfig
     from datalaws.fit.table import read_table
-
-    from datalaws.cli import EXIT_BAD_DIAGNOSTICS
 
     df = read_table(a.data)
     priors = dict(p.split("=", 1) for p in a.prior or [])
@@ -73,7 +72,6 @@ def _print_summary(s: dict) -> None:
 def _cmd_predict(a: argparse.Namespace) -> int:
     from datalaws.fit.api import load_fit, predict
     from datalaws.fit.table import read_table
-
     from datalaws.records import atomic_write_text
 
     result = load_fit(a.fit_dir)

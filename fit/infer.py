@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from datalaws.fit.laws import NOISE_PRIORS, Law
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, init_to_value
+
+from datalaws.fit.laws import NOISE_PRIORS, Law
 
 __all__ = [
     "FitConfig",

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
 from datalaws.fit.api import FitResult, load_fit, predictive_draws  # noqa: E402
 
 __all__ = ["write_report"]

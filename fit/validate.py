@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from datalaws.fit.infer import law_model
-from datalaws.fit.laws import Law
 from numpyro.infer import MCMC, NUTS, init_to_median
 from scipy import stats
+
+from datalaws.fit.infer import law_model
+from datalaws.fit.laws import Law
 
 __all__ = ["simulate", "sbc_ranks", "uniformity_pvalue"]
 

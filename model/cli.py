@@ -24,6 +24,7 @@ def _mixture(text: str) -> dict[str, float]:
 def run_from_dict(cfg: dict) -> int:
     """Train from a flat dict (what sweeps write): preset, tokens, data, mixture, out, ..."""
     import numpy as np
+
     from datalaws.data.store import open_domain
     from datalaws.model.train import TrainConfig, train
     from datalaws.model.transformer import ModelConfig

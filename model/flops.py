@@ -10,6 +10,7 @@ params only when untied (it is a real matmul), see ``flops_per_token``.
 from __future__ import annotations
 
 import jax
+
 from datalaws.model.transformer import ModelConfig, count_params
 
 __all__ = ["flops_per_token", "PEAK_BF16", "peak_flops"]

@@ -25,12 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from datalaws.data.loader import LoaderConfig, make_loader
-from datalaws.model.flops import flops_per_token, peak_flops
-from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from datalaws.data.loader import LoaderConfig, make_loader
+from datalaws.model.flops import flops_per_token, peak_flops
+from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
 from datalaws.records import RunRecord, atomic_write_text, write_record
 
 __all__ = ["TrainConfig", "train", "make_mesh", "init_state", "make_train_step", "EXIT_REQUEUE",

@@ -3,6 +3,7 @@ tested on the Chinchilla runs in test_real_data.py)."""
 
 import numpy as np
 import pandas as pd
+
 from datalaws.fit import FitConfig, fit
 
 CFG = FitConfig(chains=2, warmup=400, draws=500, progress=False)

@@ -1,6 +1,7 @@
 """On the public Chinchilla runs: Epoch's estimates, calibrated extrapolation."""
 
 import pandas as pd
+
 from datalaws.fit import FitConfig, fit
 
 EPOCH = {"E": (1.77, 1.87), "A": (285, 744), "B": (1042, 5810), "alpha": (0.317, 0.373),

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from datalaws.fit import FitConfig, fit, get_law
 from datalaws.fit.validate import sbc_ranks, uniformity_pvalue
 

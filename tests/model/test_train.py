@@ -11,6 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+
+from datalaws import load_record
 from datalaws.data.loader import markov_stream
 from datalaws.model.train import (
     EXIT_REQUEUE,
@@ -22,9 +25,6 @@ from datalaws.model.train import (
     train,
 )
 from datalaws.model.transformer import PRESETS, ModelConfig, Transformer, count_params
-from flax import nnx
-
-from datalaws import load_record
 
 STREAM = markov_stream(300_000, 64, seed=0)
 TINY = ModelConfig.preset("tiny", vocab=64, seq_len=64)
