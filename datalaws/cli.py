@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the whole pipeline end to end on the embedded corpus")
     d.add_argument("--out", default="demo_out", help="output folder (reused on rerun)")
-    d.add_argument("--fast", action="store_true", help="smaller sweep and shorter sampling")
+    d.add_argument("--fast", action="store_true", help="smaller token budgets")
     d.set_defaults(func=_cmd_demo)
 
     for register in _extra_registrars():

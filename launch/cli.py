@@ -29,10 +29,28 @@ def _params(c) -> int:
 
 
 def _cmd_run(a):
+    from pathlib import Path
+
     from datalaws.launch.sweep import expand, load_spec, run_local
 
-    codes = run_local(expand(load_spec(a.spec)), parallel=a.parallel,
-                      retry_failed=a.retry_failed)
+    spec = load_spec(a.spec)
+    runs = expand(spec)
+    executor = a.executor or spec.get("executor", "local")
+    if executor == "slurm":
+        from datalaws.launch.slurm import SlurmProfile, submit
+
+        profile = SlurmProfile(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in spec.get("slurm", {}).items()})
+        job = submit(runs, profile, Path(spec["out"]), retry_failed=a.retry_failed,
+                     compile_cache=Path(spec["out"]) / "jax_cache")
+        print(f"submitted array job {job}" if job else
+              "nothing to submit: every run is finished, queued or running (or failed; "
+              "--retry-failed resubmits those)")
+        return 0
+    if executor != "local":
+        raise ValueError(f"executor {executor!r}: use local or slurm")
+    codes = run_local(runs, parallel=a.parallel, retry_failed=a.retry_failed,
+                      compile_cache=Path(spec["out"]) / "jax_cache")
     bad = {k: v for k, v in codes.items() if v != 0}
     for k, v in bad.items():
         print(f"run {k} failed with exit code {v} (see its train.log)")
@@ -40,13 +58,23 @@ def _cmd_run(a):
 
 
 def _cmd_status(a):
+    from pathlib import Path
+
     from datalaws.launch.sweep import expand, load_spec, status
 
-    rows = status(expand(load_spec(a.spec)))
+    spec = load_spec(a.spec)
+    queued = {}
+    if (Path(spec["out"]) / "slurm" / "submissions.json").exists():
+        from datalaws.launch.slurm import queued_runs
+
+        queued = queued_runs(spec["out"])
+    rows = status(expand(spec), queued)
     for r in rows:
         loss = f"{r['loss']:.4f}" if r["loss"] is not None else "-"
-        print(f"{r['run_id']}  {r['state']:10s} step {r['step']:>6}  loss {loss:>8}  "
-              f"{r['preset']:>6} {r['tokens']:>12,d} tok")
+        job = f"  job {r['job']}_{r['task']}" if "job" in r else ""
+        code = f" (exit {r['exit_code']})" if "exit_code" in r else ""
+        print(f"{r['run_id']}  {r['state'] + code:12s} step {r['step']:>6}/{r['steps']:<6} "
+              f"loss {loss:>8}  {r['preset']:>6} {r['tokens']:>12,d} tok{job}")
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -63,7 +91,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
     r = ssub.add_parser("run", help="run the sweep locally (skips finished runs)")
     r.add_argument("spec")
-    r.add_argument("--parallel", type=int, default=2)
+    r.add_argument("--parallel", type=int, default=2, help="local: runs at once")
+    r.add_argument("--executor", choices=["local", "slurm"],
+                   help="default: the spec's `executor`, else local")
     r.add_argument("--retry-failed", action="store_true")
     r.set_defaults(func=_cmd_run)
     st = sub.add_parser("status", help="every run of a sweep at a glance")

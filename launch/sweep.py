@@ -108,8 +108,13 @@ def run_state(run: Run) -> dict:
 
 
 def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
-              progress: bool = True) -> dict[str, int]:
-    """Run pending / partial runs as ``datalaws train`` processes, ``parallel`` at a time."""
+              progress: bool = True, compile_cache: str | Path | None = None
+              ) -> dict[str, int]:
+    """Run pending / partial runs as ``datalaws train`` processes, ``parallel`` at a time.
+
+    ``compile_cache``: a JAX persistent compilation cache shared by the runs, so runs of the
+    same shape skip XLA compilation (on CPU most of a tiny run's time).
+    """
     from datalaws.records import atomic_write_text
 
     todo = []
@@ -122,6 +127,9 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
         print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
               f"{len(todo)} to run ({parallel} at a time)", flush=True)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    if compile_cache is not None:
+        env |= {"JAX_COMPILATION_CACHE_DIR": str(compile_cache),
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     running: dict[str, tuple[subprocess.Popen, Run, float]] = {}
     codes: dict[str, int] = {}
     queue = list(todo)
@@ -156,6 +164,17 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
     return codes
 
 
-def status(runs: list[Run]) -> list[dict]:
-    return [run_state(r) | {"preset": r.config.get("preset"), "tokens": r.config.get("tokens"),
-                            "mixture": r.config.get("mixture")} for r in runs]
+def status(runs: list[Run], queued: dict[str, dict] | None = None) -> list[dict]:
+    """Each run's state; runs the scheduler lists as alive show as queued / running."""
+    rows = []
+    for r in runs:
+        st = run_state(r)
+        q = (queued or {}).get(r.run_id)
+        if q and st["state"] not in ("done", "diverged"):
+            st |= {"state": "running" if q["state"] == "RUNNING" else "queued",
+                   "job": q["job"], "task": q["task"]}
+        seq = int(r.config.get("seq_len", 128)) * int(r.config.get("batch", 8))
+        rows.append(st | {"preset": r.config.get("preset"), "tokens": r.config.get("tokens"),
+                          "steps": int(r.config.get("tokens", 0)) // seq,
+                          "mixture": r.config.get("mixture")})
+    return rows
