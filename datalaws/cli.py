@@ -76,6 +76,42 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(a: argparse.Namespace) -> int:
+    import json
+
+    from datalaws.fit.api import load_fit
+    from datalaws.fit.plan import budget_from_gpu_hours, plan
+    from datalaws.model.transformer import PRESETS, ModelConfig, count_params
+    from datalaws.records import atomic_write_text
+
+    result = load_fit(a.fit_dir)
+    budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)
+    # the law's N is whatever the fitted table's N column counted: total params by default
+    which = 1 if result.summary["columns"].get("N") == "params_nonembed" else 0
+    sizes = {p: float(count_params(ModelConfig.preset(p, vocab=a.vocab))[which])
+             for p in PRESETS if p not in ("tiny", "micro", "mini")}
+    p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
+             metric=a.metric)
+    cols = [c for c in p.candidates.columns if c != "score"]
+    print(f"budget {budget:.3g} FLOPs, objective {a.objective} of {a.metric}; best candidates:")
+    print(p.candidates[cols].head(10).fillna("-").to_string(
+        index=False, float_format=lambda v: f"{v:.4g}"))
+    for label, c in (("continuous best", p.continuous), ("plan (snapped to a preset)",
+                                                         p.chosen)):
+        print(f"\n{label}: {c['preset'] or '-'} ({c['params']:.3g} params), "
+              f"{c['tokens']:.3g} tokens; {a.metric} median {c[a.metric + '_q50']:.4f} "
+              f"[50%: {c[a.metric + '_q25']:.4f}-{c[a.metric + '_q75']:.4f}, "
+              f"90%: {c[a.metric + '_q05']:.4f}-{c[a.metric + '_q95']:.4f}]", end="")
+    print()
+    d = p.default
+    print(f"default (point-fit compute-optimal): {d['params']:.3g} params, {d['tokens']:.3g} "
+          f"tokens; P(plan beats default) = {p.p_beats_default:.2f}")
+    print("\nlaunch it with a sweep spec containing:\n" + p.launch_snippet())
+    atomic_write_text(f"{a.fit_dir}/plan.json", json.dumps(p.to_dict(), indent=1, default=str))
+    print(f"wrote {a.fit_dir}/plan.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="datalaws",
@@ -96,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_out", help="output folder (reused on rerun)")
     d.add_argument("--fast", action="store_true", help="smaller token budgets")
     d.set_defaults(func=_cmd_demo)
+
+    pl = sub.add_parser("plan", help="model size and tokens for a compute budget, with risk")
+    pl.add_argument("fit_dir", help="a `datalaws fit` output folder")
+    g = pl.add_mutually_exclusive_group(required=True)
+    g.add_argument("--budget", type=float, help="FLOPs")
+    g.add_argument("--gpu-hours", type=float)
+    pl.add_argument("--hardware", default="h100")
+    pl.add_argument("--mfu", type=float, default=0.45)
+    pl.add_argument("--objective", default="mean",
+                    help="mean, or qNN: a quantile of loss (q90 = risk-averse)")
+    pl.add_argument("--metric", default="loss", help="loss or acc.<task> (needs a link)")
+    pl.add_argument("--unique-tokens", type=float, help="unique tokens available")
+    pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")
+    pl.add_argument("--seq-len", type=int, default=2048)
+    pl.set_defaults(func=_cmd_plan)
 
     for register in _extra_registrars():
         register(sub)

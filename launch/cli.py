@@ -8,24 +8,26 @@ __all__ = ["register_cli"]
 
 
 def _cmd_plan(a):
+    from datalaws.hardware import PEAK_BF16
     from datalaws.launch.sweep import expand, load_spec
 
     runs = expand(load_spec(a.spec))
     total = 0.0
     for r in runs:
         c = r.config
-        f = 6 * _params(c) * c["tokens"]
-        total += f
+        total += _flops_per_token(c) * c["tokens"]
         print(f"{r.run_id}  {c.get('preset'):>6}  {c['tokens']:>12,d} tok  {c.get('mixture')}")
-    print(f"{len(runs)} runs, {total:.3g} FLOPs, {total / (989e12 * a.mfu) / 3600:.3g} "
-          f"H100-hours at MFU {a.mfu}")
+    print(f"{len(runs)} runs, {total:.3g} FLOPs, "
+          f"{total / (PEAK_BF16['h100'] * a.mfu) / 3600:.3g} H100-hours at MFU {a.mfu}")
     return 0
 
 
-def _params(c) -> int:
-    from datalaws.model.transformer import ModelConfig, count_params
+def _flops_per_token(c) -> float:
+    from datalaws.model.flops import flops_per_token
+    from datalaws.model.transformer import ModelConfig
 
-    return count_params(ModelConfig.preset(c["preset"], vocab=c.get("vocab", 1024)))[1]
+    return flops_per_token(ModelConfig.preset(c["preset"], vocab=c.get("vocab", 32768),
+                                              seq_len=int(c.get("seq_len", 1024))))
 
 
 def _cmd_run(a):

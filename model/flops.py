@@ -11,18 +11,10 @@ from __future__ import annotations
 
 import jax
 
+from datalaws.hardware import PEAK_BF16, peak_of
 from datalaws.model.transformer import ModelConfig, count_params
 
 __all__ = ["flops_per_token", "PEAK_BF16", "peak_flops"]
-
-# dense bf16 peak FLOP/s per chip (vendor data sheets, no sparsity)
-PEAK_BF16 = {
-    "h100": 989e12, "h200": 989e12, "a100": 312e12,
-    "tpu v4": 275e12, "tpu v5 lite": 197e12, "tpu v5e": 197e12, "tpu v5p": 459e12,
-    "tpu v6 lite": 918e12, "tpu v6e": 918e12,
-    "cpu": 1e12,  # nominal, so CPU MFU prints something comparable between runs
-}
-
 
 def flops_per_token(c: ModelConfig, *, causal_half: bool = False) -> float:
     """Training FLOPs per token: 6N (+ the output projection's 6*V*D) + attention."""
@@ -34,8 +26,4 @@ def flops_per_token(c: ModelConfig, *, causal_half: bool = False) -> float:
 
 def peak_flops(device: jax.Device | None = None) -> float:
     """Dense bf16 peak of one device, from its ``device_kind``."""
-    kind = (device or jax.devices()[0]).device_kind.lower()
-    for name, peak in PEAK_BF16.items():
-        if name in kind:
-            return peak
-    return PEAK_BF16["cpu"]
+    return peak_of((device or jax.devices()[0]).device_kind) or PEAK_BF16["cpu"]

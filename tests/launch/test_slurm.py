@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datalaws.launch.slurm import SlurmProfile, queued_runs, sbatch_script, submit
-from datalaws.launch.sweep import Run, expand, run_state
+from datalaws.launch.sweep import Run, run_state
 
 pytestmark = pytest.mark.slurm
 
