@@ -146,8 +146,8 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
     continuous = as_dict(cand[cand.preset.isna()].iloc[0])
     default = {"params": float(Ns[d_idx]), "tokens": float(D[d_idx]),
                "point_fit_loss": float(point_loss[d_idx])}
-    return Plan(chosen=chosen, continuous=continuous, candidates=cand, default=default, p_beats_default=p_beats,
-                objective=objective, budget=budget)
+    return Plan(chosen=chosen, continuous=continuous, candidates=cand, default=default,
+                p_beats_default=p_beats, objective=objective, budget=budget)
 
 
 def budget_from_gpu_hours(hours: float, hardware: str, mfu: float) -> float:
