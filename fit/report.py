@@ -147,6 +147,23 @@ def _loo(results: Sequence[FitResult]) -> str:
     return "".join(parts) or "<p>one law per table: no comparison</p>"
 
 
+def _plan(fit_dir: Path) -> str:
+    import json
+
+    f = Path(fit_dir) / "plan.json"
+    if not f.exists():
+        return ""
+    p = json.loads(f.read_text())
+    rows = pd.DataFrame(p["candidates"]).drop(columns=["score"], errors="ignore").head(8)
+    c, d = p["chosen"], p["default"]
+    return (f"<h3>Compute plan ({p['budget_flops']:.3g} FLOPs, objective {p['objective']})</h3>"
+            f"<p>Plan: <b>{c.get('preset') or '-'}</b>, {c['params']:.3g} parameters, "
+            f"{c['tokens']:.3g} tokens. Default (point-fit compute-optimal): "
+            f"{d['params']:.3g} parameters, {d['tokens']:.3g} tokens. "
+            f"P(plan beats default) = {p['p_beats_default']:.2f}.</p>"
+            + rows.round(4).astype(object).where(rows.notna(), "-").to_html(index=False))
+
+
 def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
                  out: str | Path) -> Path:
     """Write the HTML report (and its PNGs beside it); returns its path."""
@@ -161,7 +178,7 @@ def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
     if table is not None:
         body.append(f"<h2>Data</h2><p>{len(table)} runs.</p>"
                     + table.describe().T.round(4).to_html())
-    for r in results:
+    for d, r in zip(fit_dirs, results):
         name = r.law.name
         s = r.summary
         ok = s["diagnostics"]["ok"]
@@ -184,6 +201,7 @@ def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
                               for k, v in s["holdout"].items()}).T
             body.append(f"<h3>Held-out runs ({html.escape(s['holdout_expr'])})</h3>"
                         + h.round(3).to_html())
+        body.append(_plan(d))
         body.append("<h3>Trace and rank plots</h3>" + _trace_rank(r, fig_dir, name))
     body.append("<h2>Law comparison (PSIS-LOO)</h2>" + _loo(results))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>datalaws report</title>"
