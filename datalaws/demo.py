@@ -4,7 +4,8 @@
    into a token store with per-document diversity;
 2. run a sweep of tiny models (sizes x token budgets x three mixtures) on the local executor;
 3. collect the run records into a table;
-4. fit the Chinchilla law (NUTS, backtested discrepancy) and write the HTML report.
+4. fit the Chinchilla and mixing laws (NUTS, backtested discrepancy), pick the best mixture
+   and a risk-averse compute plan, and write the HTML report.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ seed = [0]
 
 
 def run_demo(out: Path, *, fast: bool = False) -> None:
+    import json
     import time
 
     from datalaws.data.store import embedded_corpus, prepare_domain, train_tokenizer
@@ -73,9 +75,32 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
     cfg = FitConfig(chains=4, warmup=500, draws=1000, likelihood="normal")
     result = fit(df, "chinchilla", config=cfg)
     save_fit(result, out / "fit_chinchilla")
-    diag = result.summary["diagnostics"]
-    print("diagnostics: " + ("pass" if diag["ok"] else "FAIL: " + "; ".join(diag["failures"])))
-    report = write_report([out / "fit_chinchilla"], df, out / "report.html")
+    fits = [out / "fit_chinchilla"]
+    mix = fit(df, "mixing", config=cfg)
+    save_fit(mix, out / "fit_mixing")
+    fits.append(out / "fit_mixing")
+    for r in (result, mix):
+        diag = r.summary["diagnostics"]
+        print(f"{r.law.name} diagnostics: " + ("pass" if diag["ok"] else
+                                               "FAIL: " + "; ".join(diag["failures"])))
+    from datalaws.fit.mixture import best_mixture
+
+    n_big, d_big = float(df.params.max()) * 4, float(df.tokens.max()) * 4
+    best = best_mixture(mix, params=n_big, tokens=d_big,
+                        default={d: 1 / 3 for d in ("code", "docs", "docstrings")})
+    print(f"best mixture for {n_big:.3g} params x {d_big:.3g} tokens: "
+          + ", ".join(f"{k}={v:.2f}" for k, v in best["mixture"].items())
+          + f" (P(beats uniform) = {best['p_beats_default']:.2f})")
+    from datalaws.fit.plan import plan
+
+    budget = float(df.flops.max()) * 10
+    p = plan(result, budget, objective="q90")
+    atomic_write_text(out / "fit_chinchilla" / "plan.json",
+                      json.dumps(p.to_dict(), indent=1, default=str))
+    print(f"risk-averse (q90) plan for {budget:.3g} FLOPs: {p.continuous['params']:.3g} params, "
+          f"{p.continuous['tokens']:.3g} tokens; P(beats point-fit plan) = "
+          f"{p.p_beats_default:.2f}")
+    report = write_report(fits, df, out / "report.html")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
     print(f"  token store: {store}\n  runs table:  {table}\n  fit:         "
           f"{out / 'fit_chinchilla'}\n  report:      {report}")

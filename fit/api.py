@@ -77,8 +77,9 @@ def _scales(data: LawData, law: Law) -> dict[str, float]:
             if r not in law.unscaled}
 
 
-def _build_law(name: str, priors: Mapping[str, str] | None) -> Law:
-    law = get_law(name)
+def _build_law(name: str, priors: Mapping[str, str] | None,
+               domains: Sequence[str] | None = None) -> Law:
+    law = get_law(name, domains=domains)
     return law.with_priors({k: parse_prior(v) for k, v in (priors or {}).items()})
 
 
@@ -112,10 +113,14 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     if discrepancy not in ("backtest", "none"):
         raise ValueError(f"discrepancy={discrepancy!r}; use backtest|none")
     t_start = time.perf_counter()
-    law = _build_law(law_name, priors)
+    domains = sorted(c[4:] for c in df.columns if c.startswith("mix."))
+    if law_name == "mixing" and not domains:
+        raise TableError("the mixing law needs mix.<domain> columns (training proportions)")
+    law = _build_law(law_name, priors, domains)
     train_df, held_df = split_holdout(df, holdout)
     tasks = _tasks(df, accuracy)
-    data = law_data(train_df, law.inputs, columns=columns, tasks=tasks)
+    data = law_data(train_df, law.inputs, columns=columns, tasks=tasks,
+                    nonneg=law.unscaled)
     n_min = 2 * len(law.params) + 2
     if len(train_df) < n_min:
         raise TableError(f"law {law.name!r} has {len(law.params)} parameters; fit it on at "
@@ -266,7 +271,7 @@ def predictive_draws(result: FitResult, points: pd.DataFrame, *, seed: int = 1
     """Draws [samples, rows] of every predicted quantity at ``points``."""
     law = result.law
     cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
-    data = law_data(points, law.inputs, target=None, columns=cols)
+    data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
     x = data.normalised(result.scales)
     d = disc.distance(data.inputs[law.axis], result.summary["discrepancy"]["x_max_fit"])
     return posterior_predictive(law, result.samples(), x, likelihood=result.summary["likelihood"],
@@ -274,7 +279,7 @@ def predictive_draws(result: FitResult, points: pd.DataFrame, *, seed: int = 1
 
 
 def _holdout_metrics(result: FitResult, held: pd.DataFrame, columns) -> dict:
-    y = law_data(held, result.law.inputs, columns=columns).y
+    y = law_data(held, result.law.inputs, columns=columns, nonneg=result.law.unscaled).y
     draws = predictive_draws(result, held)
     out = {}
     for name, key in (("loss", "loss"), ("loss_law", "loss_law")):
@@ -320,8 +325,9 @@ def load_fit(path: str | Path) -> FitResult:
         summary = json.loads((path / "summary.json").read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path / 'summary.json'}: corrupt ({e.msg})") from None
+    domains = [r[2:] for r in summary["columns"] if r.startswith("r.")]
     law = _build_law(summary["law"], {k: v for k, v in summary["priors"].items()
-                                      if k not in NOISE_PRIORS})
+                                      if k not in NOISE_PRIORS}, domains or None)
     idata = az.from_netcdf(str(path / "posterior.nc"))
     point = {}
     if (path / "point_fit.json").exists():

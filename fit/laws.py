@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpyro.distributions as dist
@@ -29,6 +29,7 @@ __all__ = [
     "Law",
     "LAWS",
     "get_law",
+    "mixing_law",
     "parse_prior",
     "NOISE_PRIORS",
     "DISCREPANCY_FORM",
@@ -203,11 +204,56 @@ DATACON = Law(
     unscaled=("repetitions",),
 )
 
+def mixing_law(domains: Sequence[str]) -> Law:
+    """Chinchilla with a mixture-dependent irreducible term (Ye et al. 2024's mixing law).
+
+    ``E(r) = c + k * exp(sum_j t_j r_j)`` over the training proportions r (``mix.<domain>``
+    columns, on the simplex). Since sum_j r_j = 1, adding a constant to every t_j only
+    rescales k, so the first domain is the reference: ``t_<first> = 0``.
+
+    Sampled as ``E(r) = e_mid + m * (exp(t . (r - u)) - 1)`` with u the uniform mixture:
+    ``e_mid`` (the term at the uniform mixture) is pinned by the data, where c and k alone
+    trade off along a ridge. ``c = e_mid - m`` and ``k = m * exp(-t . u)`` are derived.
+    """
+    domains = sorted(domains)
+    if len(domains) < 2:
+        raise ValueError(f"the mixing law needs at least two mix.<domain> columns; got {domains}")
+    ts = [f"t_{d}" for d in domains[1:]]
+    u = 1.0 / len(domains)
+
+    def fn(x, p):
+        expo = sum(p[t] * (x[f"r.{d}"] - u) for t, d in zip(ts, domains[1:]))
+        e = p["e_mid"] + p["m"] * jnp.expm1(expo)
+        return e + p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
+
+    def derived(p, s):
+        shift = sum(p[t] * u for t in ts)
+        return _chinchilla_derived(p, s) | {"c": p["e_mid"] - p["m"],
+                                            "k": p["m"] * jnp.exp(-shift)}
+
+    return Law(
+        name="mixing",
+        formula="L = c + k*exp(sum_j t_j r_j) + A/N^alpha + B/D^beta, t_<first domain> = 0",
+        inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains},
+        params=(Param("e_mid", _lognormal(2.0, 0.6), "irreducible loss at the uniform mixture"),
+                Param("m", _lognormal(0.3, 1.0), "scale of the mixture term"),
+                *(Param(t, dist.Normal(0.0, 2.0), f"effect of proportion {t[2:]} vs "
+                        f"{domains[0]}") for t in ts),
+                *_size_params()),
+        fn=fn, axis="N", reference="Ye et al. 2024 (data mixing laws, eq. 1) in the "
+                                    "Chinchilla form", derived=derived,
+        unscaled=tuple(f"r.{d}" for d in domains))
+
+
 LAWS: dict[str, Law] = {law.name: law for law in
-                        (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATACON)}
+                        (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATACON,
+                         mixing_law(["<domain1>", "<domain2>"]))}
 
 
-def get_law(name: str) -> Law:
+def get_law(name: str, *, domains: Sequence[str] | None = None) -> Law:
+    """A law by name; the mixing law is built for the table's domains."""
+    if name == "mixing" and domains is not None:
+        return mixing_law(domains)
     try:
         return LAWS[name]
     except KeyError:

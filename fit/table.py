@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,8 @@ def table_hash(df: pd.DataFrame) -> str:
                           ).hexdigest()[:16]
 
 
-def _column(df: pd.DataFrame, col: str, role: str, *, positive: bool) -> np.ndarray:
+def _column(df: pd.DataFrame, col: str, role: str, *, positive: bool,
+            nonneg: bool = False) -> np.ndarray:
     if col not in df.columns:
         raise TableError(f"column {col!r} (for {role}) is missing; the table has "
                          f"{list(df.columns)}. Map it with --columns {role}=<column>")
@@ -66,6 +67,8 @@ def _column(df: pd.DataFrame, col: str, role: str, *, positive: bool) -> np.ndar
         raise TableError(f"column {col!r} has NaN/inf in rows {_rows(df, bad)}")
     if positive and (v <= 0).any():
         raise TableError(f"column {col!r} must be > 0; rows {_rows(df, v <= 0)} are not")
+    if nonneg and (v < 0).any():
+        raise TableError(f"column {col!r} must be >= 0; rows {_rows(df, v < 0)} are not")
     return v
 
 
@@ -75,8 +78,8 @@ def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
 
 
 def law_data(df: pd.DataFrame, inputs: Mapping[str, str], *, target: str | None = "loss",
-             columns: Mapping[str, str] | None = None, tasks: list[str] | None = None
-             ) -> LawData:
+             columns: Mapping[str, str] | None = None, tasks: list[str] | None = None,
+             nonneg: Sequence[str] = ()) -> LawData:
     """Pull a law's inputs (``{role: default column}``) and its target out of ``df``.
 
     ``columns`` overrides the column of a role (or of ``loss``). Every input and the target
@@ -90,7 +93,9 @@ def law_data(df: pd.DataFrame, inputs: Mapping[str, str], *, target: str | None 
     used = {role: columns.get(role, col) for role, col in inputs.items()}
     if len(df) == 0:
         raise TableError("the table has no rows")
-    x = {role: _column(df, col, role, positive=True) for role, col in used.items()}
+    # sizes and token counts must be > 0; proportions and epochs only >= 0
+    x = {role: _column(df, col, role, positive=role not in nonneg, nonneg=role in nonneg)
+         for role, col in used.items()}
     y = None
     if target is not None:
         ycol = columns.get("loss", target)

@@ -24,7 +24,8 @@ def report(tmp_path_factory):
     N = np.exp(rng.uniform(np.log(1e7), np.log(3e9), 60))
     D = 20 * N * np.exp(rng.uniform(-1, 1, 60))
     L = 1.8 + 0.4 * (N / 1e8) ** -0.33 + 0.35 * (D / 2e9) ** -0.3
-    df = pd.DataFrame({"params": N, "tokens": D, "loss": L * np.exp(0.01 * rng.standard_normal(60))})
+    L = L * np.exp(0.01 * rng.standard_normal(60))
+    df = pd.DataFrame({"params": N, "tokens": D, "loss": L})
     df.to_csv(tmp / "runs.csv", index=False)
     cfg = FitConfig(chains=4, warmup=300, draws=300, progress=False)
     for law in ("chinchilla", "overtrain"):
