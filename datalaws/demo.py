@@ -44,11 +44,14 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
     store = out / "store"
     store.mkdir(parents=True, exist_ok=True)
     print("== 1/4 data: embedded corpus -> token store", flush=True)
-    corpus = embedded_corpus()
-    if not (store / "tokenizer.json").exists():
-        train_tokenizer((d for v in corpus.values() for d in v), 1024, store / "tokenizer.json")
-    for domain, docs in corpus.items():
-        prepare_domain(store, domain, docs)
+    domains = ("code", "docs", "docstrings")
+    if not all((store / d / "meta.json").exists() for d in domains):  # else: reuse the store
+        corpus = embedded_corpus()
+        if not (store / "tokenizer.json").exists():
+            train_tokenizer((d for v in corpus.values() for d in v), 1024,
+                            store / "tokenizer.json")
+        for domain in domains:
+            prepare_domain(store, domain, corpus[domain])
 
     print("== 2/4 sweep: tiny models on the local executor", flush=True)
     # 3 sizes x 2 budgets x 3 mixtures = 18 runs: three distinct N are the least a
@@ -87,7 +90,7 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
 
     n_big, d_big = float(df.params.max()) * 4, float(df.tokens.max()) * 4
     best = best_mixture(mix, params=n_big, tokens=d_big,
-                        default={d: 1 / 3 for d in ("code", "docs", "docstrings")})
+                        default={d: 1 / 3 for d in domains})
     print(f"best mixture for {n_big:.3g} params x {d_big:.3g} tokens: "
           + ", ".join(f"{k}={v:.2f}" for k, v in best["mixture"].items())
           + f" (P(beats uniform) = {best['p_beats_default']:.2f})")
