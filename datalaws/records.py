@@ -34,6 +34,7 @@ __all__ = [
     "load_record",
     "read_records",
     "records_to_frame",
+    "parse_mixture",
 ]
 
 SCHEMA_VERSION = 1
@@ -106,6 +107,21 @@ class RunRecord:
             return cls(**d)
         except TypeError as e:  # a missing required field
             raise RecordError(f"{source}: {e}") from None
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+    """``"web=0.7,code=0.3"`` -> ``{"code": 0.3, "web": 0.7}``, normalised to sum to 1."""
+    out = {}
+    for item in text.split(","):
+        k, _, v = item.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ValueError(f"mixture {text!r}: write domain=proportion,...") from None
+    total = sum(out.values())
+    if total <= 0 or min(out.values()) < 0:
+        raise ValueError(f"mixture {text!r}: proportions must be >= 0 with a positive sum")
+    return {k: out[k] / total for k in sorted(out)}
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

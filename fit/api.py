@@ -309,8 +309,6 @@ def save_fit(result: FitResult, out: str | Path) -> Path:
         {"params": result.point, "derived": {k: float(v) for k, v in result.law.derived(
             result.point, result.scales).items()}, "method": "Huber(1e-3) on log loss, "
          "L-BFGS-B from a grid of starts"}, indent=1))
-    priors = {p.name: prior_str(p.prior) for p in result.law.params}
-    result.summary["priors"].update(priors)
     atomic_write_text(out / "summary.json", json.dumps(result.summary, indent=1, default=float))
     return out
 

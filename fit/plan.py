@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from datalaws.fit.api import FitResult, predictive_draws
+from datalaws.fit.table import law_data
 
 __all__ = ["Plan", "plan", "parse_objective", "budget_from_gpu_hours"]
 
@@ -62,10 +63,15 @@ def parse_objective(text: str) -> tuple[str, float | None]:
     raise ValueError(f"--objective {text!r}: use mean or qNN, e.g. q90 (risk-averse on loss)")
 
 
-def _draws(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None,
-           seed: int) -> dict[str, np.ndarray]:
+def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
+           ) -> pd.DataFrame:
+    """Candidate runs as a table in the fit's own columns."""
     cols = result.summary["columns"]
     inputs = result.law.inputs
+    missing = set(inputs) - {"N", "D", "U", "repetitions"}
+    if missing:
+        raise ValueError(f"law {result.law.name!r} also needs {sorted(missing)}; the planner "
+                         "searches size and tokens only for this law")
     frame = pd.DataFrame({cols["N"]: N})
     if "D" in inputs:
         frame[cols["D"]] = D
@@ -74,11 +80,7 @@ def _draws(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
             raise ValueError(f"law {result.law.name!r} needs --unique-tokens")
         frame[cols["U"]] = np.minimum(unique, D)
         frame[cols["repetitions"]] = np.maximum(D / unique, 1.0)
-    missing = set(inputs) - {"N", "D", "U", "repetitions"}
-    if missing:
-        raise ValueError(f"law {result.law.name!r} also needs {sorted(missing)}; the planner "
-                         "searches size and tokens only for this law")
-    return predictive_draws(result, frame, seed=seed)
+    return frame
 
 
 def plan(result: FitResult, budget: float, *, objective: str = "mean",
@@ -101,7 +103,8 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
     Ns, D, names = Ns[keep], D[keep], [n for n, k in zip(names, keep) if k]
     if len(Ns) == 0:
         raise ValueError(f"no candidate fits budget {budget:.3g} FLOPs with the constraints")
-    draws = _draws(result, Ns, D, unique_tokens, seed)
+    frame = _frame(result, Ns, D, unique_tokens)
+    draws = predictive_draws(result, frame, seed=seed)
     y = draws[metric] if metric in draws else None
     if y is None:
         raise ValueError(f"metric {metric!r} not predicted by this fit; have {sorted(draws)}")
@@ -124,18 +127,12 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
 
     # default: the point fit's compute-optimal size at this budget
     law = result.law
-    point = {k: np.asarray(v) for k, v in result.point.items()}
-    x_n = Ns / result.scales["N"]
-    xs = {"N": x_n}
-    if "D" in law.inputs:
-        xs["D"] = D / result.scales["D"]
-    if "U" in law.inputs:
-        u = np.minimum(unique_tokens, D)
-        xs["U"] = u / result.scales["U"]
-        xs["repetitions"] = np.maximum(D / unique_tokens, 1.0)
-    point_loss = np.asarray(law.fn(xs, point))
+    cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
+    x = law_data(frame, law.inputs, target=None, columns=cols,
+                 nonneg=law.unscaled).normalised(result.scales)
+    point_loss = np.asarray(law.fn(x, {k: np.asarray(v) for k, v in result.point.items()}))
     d_idx = int(np.argmin(point_loss))
-    d_draws = _draws(result, Ns[[d_idx, best_idx]], D[[d_idx, best_idx]], unique_tokens, seed)
+    d_draws = predictive_draws(result, frame.iloc[[d_idx, best_idx]], seed=seed)
     law_key = "loss_law" if metric == "loss" else metric.replace("acc.", "acc_law.")
     default_y, plan_y = d_draws[law_key][:, 0], d_draws[law_key][:, 1]
     p_beats = float(np.mean(sign * plan_y < sign * default_y))

@@ -29,6 +29,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from datalaws.records import parse_mixture
+
 __all__ = ["Run", "load_spec", "expand", "run_local", "status", "run_state"]
 
 
@@ -45,9 +47,7 @@ class Run:
 def _normalise(cfg: dict) -> dict:
     out = dict(cfg)
     if isinstance(out.get("mixture"), str):
-        parts = dict(p.split("=") for p in out["mixture"].split(","))
-        total = sum(float(v) for v in parts.values())
-        out["mixture"] = {k.strip(): round(float(v) / total, 6) for k, v in sorted(parts.items())}
+        out["mixture"] = {k: round(v, 6) for k, v in parse_mixture(out["mixture"]).items()}
     if "tokens" in out:
         out["tokens"] = int(float(out["tokens"]))
     return out

@@ -6,19 +6,9 @@ import argparse
 import json
 import tomllib
 
+from datalaws.records import parse_mixture
+
 __all__ = ["register_cli", "run_from_dict"]
-
-
-def _mixture(text: str) -> dict[str, float]:
-    out = {}
-    for item in text.split(","):
-        k, _, v = item.partition("=")
-        try:
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise ValueError(f"--mixture {text!r}: write domain=proportion,...") from None
-    total = sum(out.values())
-    return {k: v / total for k, v in out.items()}
 
 
 def run_from_dict(cfg: dict) -> int:
@@ -35,7 +25,12 @@ def run_from_dict(cfg: dict) -> int:
         raise ValueError(f"train config is missing {sorted(missing)}")
     mixture = cfg.get("mixture") or {}
     if isinstance(mixture, str):
-        mixture = _mixture(mixture)
+        mixture = parse_mixture(mixture)
+    elif mixture:  # a table from TOML/JSON: normalise away rounding
+        total = sum(mixture.values())
+        mixture = {k: float(v) / total for k, v in mixture.items()}
+    if not mixture:
+        raise ValueError("train config: give a --mixture (domain=proportion,...)")
     streams, valid, metas = {}, {}, {}
     for domain in mixture:
         tokens, meta = open_domain(cfg["data"], domain)

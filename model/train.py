@@ -102,12 +102,15 @@ def make_mesh(shape: tuple[int, int, int]) -> jax.sharding.Mesh:
                          devices=jax.devices()[: math.prod(shape)])
 
 
-def _optimizer(c: TrainConfig) -> optax.GradientTransformation:
+def _schedule(c: TrainConfig) -> optax.Schedule:
     warmup = max(1, int(c.warmup_frac * c.steps))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
-                                                  end_value=c.lr * c.min_lr_frac)
+    return optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
+                                              end_value=c.lr * c.min_lr_frac)
+
+
+def _optimizer(c: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(c.clip),
-                       optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=c.weight_decay))
+                       optax.adamw(_schedule(c), b1=0.9, b2=0.95, weight_decay=c.weight_decay))
 
 
 def init_state(c: TrainConfig, mesh: jax.sharding.Mesh):
@@ -244,6 +247,7 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     step_fn = make_train_step(graphdef, shardings, mesh, c.grad_accum)
     total, nonembed = count_params(c.model)
     fpt = flops_per_token(c.model)
+    schedule = _schedule(c)
     peak = peak_flops() * jax.device_count()
     metrics_path = run_dir / "metrics.jsonl"
     if start == 0:
@@ -274,7 +278,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
             dt = time.perf_counter() - t0
             tps = tokens_since / dt if dt > 0 else 0.0
             mf.write(json.dumps({"step": step, "loss": loss, "grad_norm": float(m["grad_norm"]),
-                                 "lr": float(_optimizer_lr(c, step)), "tokens_per_s": tps,
+                                 "lr": float(schedule(step - 1)),  # this step's update
+                                 "tokens_per_s": tps,
                                  "mfu": tps * fpt / peak}) + "\n")
             if progress and (step % 10 == 0 or step == c.steps):
                 print(f"\r[{c.run_id}] step {step}/{c.steps} loss {loss:.4f} "
@@ -317,12 +322,6 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     else:
         atomic_write_text(run_dir / "preempted.json", json.dumps({"step": step}))
     return code
-
-
-def _optimizer_lr(c: TrainConfig, step: int) -> float:
-    warmup = max(1, int(c.warmup_frac * c.steps))
-    return optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
-                                              end_value=c.lr * c.min_lr_frac)(step)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
