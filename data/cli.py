@@ -34,8 +34,25 @@ def _cmd_stats(a: argparse.Namespace) -> int:
             print(f"{r['domain']:14s} {'INCOMPLETE':10s}")
             continue
         syn = r.get("syntheticity")
+        syn = f"{syn:9.4f}" if syn is not None else f"{'-':>9}"
         print(f"{r['domain']:14s} {'complete':10s} {r['docs']:7d} {r['tokens']:11,d} "
-              f"{r['diversity']:9.3f} {syn if syn is not None else '-':>9}")
+              f"{r['diversity']:9.3f} {syn}")
+    return 0
+
+
+def _cmd_quality(a: argparse.Namespace) -> int:
+    from datalaws.data.store import add_syntheticity, domain_stats
+    from datalaws.model.score import document_nll, load_model
+
+    model = load_model(a.teacher)
+    for row in domain_stats(a.store):
+        if not row.get("complete"):
+            print(f"skipping incomplete domain {row['domain']}")
+            continue
+        s = add_syntheticity(a.store, row["domain"],
+                             lambda docs: document_nll(model, docs, progress=True),
+                             teacher=str(a.teacher), max_docs=a.max_docs)
+        print(f"{row['domain']}: syntheticity {s:.4g} (1/perplexity under {a.teacher})")
     return 0
 
 
@@ -50,6 +67,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--tokenizer", help="existing tokenizer.json to use")
     p.set_defaults(func=_cmd_prepare)
+    q = dsub.add_parser("quality", help="syntheticity: 1/perplexity under a teacher run")
+    q.add_argument("store")
+    q.add_argument("--teacher", required=True, help="a training run directory (checkpoints/)")
+    q.add_argument("--max-docs", type=int, default=2000, help="documents scored per domain")
+    q.set_defaults(func=_cmd_quality)
     s = dsub.add_parser("stats", help="per-domain counts and quality")
     s.add_argument("store")
     s.set_defaults(func=_cmd_stats)

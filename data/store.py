@@ -7,6 +7,7 @@ Layout of a store directory::
                                    documents end with the end-of-document token
     <domain>/doc_offsets.zarr      int64 [docs + 1] start of each document in the stream
     <domain>/diversity.zarr        float32 [docs] gzip compressed/raw bytes per document
+    <domain>/syntheticity.zarr     float32 [docs] 1 / teacher perplexity (after `data quality`)
     <domain>/meta.json             counts, tokenizer hash, domain quality; written last,
                                    atomically: a domain without it is incomplete
 
@@ -23,7 +24,7 @@ import hashlib
 import json
 import sysconfig
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import tensorstore as ts
 from datalaws.records import atomic_write_text
 
 __all__ = ["EOD", "embedded_corpus", "read_documents", "train_tokenizer", "prepare_domain",
-           "open_domain", "domain_stats", "diversity", "StoreError"]
+           "open_domain", "domain_stats", "diversity", "StoreError", "add_syntheticity"]
 
 EOD = "<|endoftext|>"
 
@@ -203,6 +204,38 @@ def open_domain(store: str | Path, domain: str) -> tuple[np.ndarray, dict]:
     t = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
                                                "path": str(ddir / "tokens.zarr")}}).result()
     return t, meta
+
+
+def _read_array(path: Path) -> np.ndarray:
+    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}}
+    return np.asarray(ts.open(spec).result().read().result())
+
+
+def add_syntheticity(store: str | Path, domain: str, nll_fn: Callable, *, teacher: str,
+                     max_docs: int = 2000, seed: int = 0) -> float:
+    """Score a domain's documents with a teacher; write per-doc and domain syntheticity.
+
+    ``nll_fn(list of token arrays) -> (summed NLL [docs], tokens [docs])``. Syntheticity is
+    1 / teacher perplexity: per document ``exp(-nll / tokens)``; for the domain, the
+    token-weighted ``exp(-sum nll / sum tokens)``. Up to ``max_docs`` documents are scored
+    (a seeded sample; unscored documents get NaN). meta.json is rewritten atomically.
+    """
+    tokens, meta = open_domain(store, domain)
+    ddir = Path(store) / domain
+    offsets = _read_array(ddir / "doc_offsets.zarr")
+    n = len(offsets) - 1
+    pick = np.sort(np.random.default_rng(seed).choice(n, min(n, max_docs), replace=False))
+    stream = np.asarray(tokens.read().result())
+    docs = [stream[offsets[i]:offsets[i + 1]] for i in pick]
+    nll, count = nll_fn(docs)
+    per_doc = np.full(n, np.nan, dtype=np.float32)
+    ok = count > 0
+    per_doc[pick[ok]] = np.exp(-nll[ok] / count[ok])
+    _write_array(ddir / "syntheticity.zarr", per_doc)
+    meta = meta | {"syntheticity": float(np.exp(-nll[ok].sum() / count[ok].sum())),
+                   "syntheticity_teacher": teacher, "syntheticity_docs": int(ok.sum())}
+    atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
+    return meta["syntheticity"]
 
 
 def domain_stats(store: str | Path) -> list[dict]:

@@ -39,7 +39,7 @@ __all__ = ["TrainConfig", "train", "make_mesh", "init_state", "make_train_step",
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: preempted, checkpoint saved, requeue me
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A checkpoint cannot be restored (corrupt, or from a different model)."""
 
 
@@ -218,7 +218,8 @@ def _restore(mgr, state, iterator, model_config: ModelConfig):
 def _save(mgr, step, state, iterator, c: TrainConfig):
     mgr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
-        meta=ocp.args.JsonSave({"model": dataclasses.asdict(c.model), "step": step})))
+        meta=ocp.args.JsonSave({"model": dataclasses.asdict(c.model), "step": step,
+                                "train": _config_dict(c)})))
 
 
 def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path, *,
