@@ -49,8 +49,16 @@ def _cmd_run(a):
               "nothing to submit: every run is finished, queued or running (or failed; "
               "--retry-failed resubmits those)")
         return 0
+    if executor == "tpu":
+        from datalaws.launch.tpu import TpuProfile, write_tpu_script
+
+        if "tpu" not in spec:
+            raise ValueError(f"{a.spec}: the tpu executor needs a [tpu] table (name, zone)")
+        script = write_tpu_script(runs, TpuProfile(**spec["tpu"]), Path(spec["out"]))
+        print(f"wrote {script}: run it where gcloud reaches the TPU VM")
+        return 0
     if executor != "local":
-        raise ValueError(f"executor {executor!r}: use local or slurm")
+        raise ValueError(f"executor {executor!r}: use local, slurm or tpu")
     codes = run_local(runs, parallel=a.parallel, retry_failed=a.retry_failed,
                       compile_cache=Path(spec["out"]) / "jax_cache")
     bad = {k: v for k, v in codes.items() if v != 0}
@@ -75,8 +83,9 @@ def _cmd_status(a):
         loss = f"{r['loss']:.4f}" if r["loss"] is not None else "-"
         job = f"  job {r['job']}_{r['task']}" if "job" in r else ""
         code = f" (exit {r['exit_code']})" if "exit_code" in r else ""
+        eta = f"  ETA {r['eta_s']:.0f} s" if "eta_s" in r else ""
         print(f"{r['run_id']}  {r['state'] + code:12s} step {r['step']:>6}/{r['steps']:<6} "
-              f"loss {loss:>8}  {r['preset']:>6} {r['tokens']:>12,d} tok{job}")
+              f"loss {loss:>8}  {r['preset']:>6} {r['tokens']:>12,d} tok{job}{eta}")
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -94,7 +103,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     r = ssub.add_parser("run", help="run the sweep locally (skips finished runs)")
     r.add_argument("spec")
     r.add_argument("--parallel", type=int, default=2, help="local: runs at once")
-    r.add_argument("--executor", choices=["local", "slurm"],
+    r.add_argument("--executor", choices=["local", "slurm", "tpu"],
                    help="default: the spec's `executor`, else local")
     r.add_argument("--retry-failed", action="store_true")
     r.set_defaults(func=_cmd_run)

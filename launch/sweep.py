@@ -93,7 +93,8 @@ def run_state(run: Run) -> dict:
         if lines:
             try:
                 last = json.loads(lines[-1])
-                st.update(step=last["step"], loss=last["loss"], state="partial")
+                st.update(step=last["step"], loss=last["loss"], state="partial",
+                          tokens_per_s=last.get("tokens_per_s", 0.0))
             except (json.JSONDecodeError, KeyError):
                 pass
     if (run.out / "failed.json").exists():
@@ -173,8 +174,10 @@ def status(runs: list[Run], queued: dict[str, dict] | None = None) -> list[dict]
         if q and st["state"] not in ("done", "diverged"):
             st |= {"state": "running" if q["state"] == "RUNNING" else "queued",
                    "job": q["job"], "task": q["task"]}
-        seq = int(r.config.get("seq_len", 128)) * int(r.config.get("batch", 8))
+        per_step = int(r.config.get("seq_len", 128)) * int(r.config.get("batch", 8))
+        steps = int(r.config.get("tokens", 0)) // per_step
+        if st["state"] in ("partial", "running") and st.get("tokens_per_s"):
+            st["eta_s"] = (steps - st["step"]) * per_step / st["tokens_per_s"]
         rows.append(st | {"preset": r.config.get("preset"), "tokens": r.config.get("tokens"),
-                          "steps": int(r.config.get("tokens", 0)) // seq,
-                          "mixture": r.config.get("mixture")})
+                          "steps": steps, "mixture": r.config.get("mixture")})
     return rows

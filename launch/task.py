@@ -24,10 +24,11 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(tasks_file.read_text())[index]
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("SLURM_NNODES", "1")) > 1:
+    if int(os.environ.get("SLURM_NNODES", "1")) > 1 or os.environ.get("DATALAWS_MULTIHOST"):
         import jax
 
-        jax.distributed.initialize()  # coordinator, process count and id from SLURM's env
+        # coordinator, process count and id from SLURM's environment or the TPU slice
+        jax.distributed.initialize()
     from datalaws.model.cli import run_from_dict
 
     try:

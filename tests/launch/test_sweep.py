@@ -58,3 +58,19 @@ def test_relaunch_skips_finished_and_failed(tmp_path):
     assert run_local(runs, parallel=1, progress=False) == {}  # nothing resubmitted
     assert list(run_local(runs, parallel=1, progress=False, retry_failed=True)) == [
         runs[2].run_id]
+
+
+def test_tpu_commands_as_text(tmp_path):
+    from datalaws.launch.tpu import TpuProfile, write_tpu_script
+
+    runs = expand(load_spec(_spec(tmp_path)))[:3]
+    write_record(RunRecord(run_id=runs[0].run_id, status="done"), runs[0].out)
+    script = write_tpu_script(runs, TpuProfile(name="v5p-64", zone="us-east5-a",
+                                               project="lab"), tmp_path)
+    lines = [ln for ln in script.read_text().splitlines() if ln.startswith("gcloud")]
+    assert len(lines) == 2  # the finished run is left out
+    for i, ln in enumerate(lines):
+        assert ln.startswith("gcloud compute tpus tpu-vm ssh v5p-64 --zone=us-east5-a "
+                             "--worker=all --project=lab --command=")
+        assert f"datalaws.launch.task {tmp_path / 'tpu' / 'tasks.json'} {i}" in ln
+        assert "DATALAWS_MULTIHOST=1" in ln
