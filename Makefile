@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
+	$(BIN)/pip install -q torch==2.13.0  # the CPU wheel on disk: the PyTorch reference
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:

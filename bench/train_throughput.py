@@ -1,0 +1,135 @@
+"""Training throughput: tokens/s and MFU per preset and sequence length, and on CPU the ratio
+to the same architecture and batch in PyTorch (torch==2.13.0 CPU wheel), timed in this run.
+
+    python bench/train_throughput.py                  # CPU: tiny presets, datalaws vs PyTorch
+    python bench/train_throughput.py --gpu            # GPU: 125m@1024 and 350m@2048, MFU
+
+Timing excludes compilation (first steps) and waits for the device (block_until_ready).
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from datalaws.model.flops import flops_per_token, peak_flops
+from datalaws.model.train import TrainConfig, init_state, make_mesh, make_train_step
+from datalaws.model.transformer import ModelConfig
+
+
+def datalaws_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> float:
+    c = TrainConfig(model=mc, tokens=batch * mc.seq_len * (steps + 10), batch=batch)
+    mesh = make_mesh((1, -1, 1))
+    graphdef, state, sh = init_state(c, mesh)
+    step = make_train_step(graphdef, sh, mesh, 1)
+    rng = np.random.default_rng(0)
+    b = {k: jnp.asarray(rng.integers(0, mc.vocab, (batch, mc.seq_len)), dtype=jnp.int32)
+         for k in ("inputs", "targets", "positions")}
+    for _ in range(3):
+        state, m = step(state, b)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, m = step(state, b)
+    jax.block_until_ready(m)
+    return batch * mc.seq_len * steps / (time.perf_counter() - t0)
+
+
+def torch_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> float:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    D, H, F, T = mc.d_model, mc.n_heads, mc.d_ff, mc.seq_len
+    K = D // H
+
+    def rope(x):
+        half = K // 2
+        freq = mc.rope_base ** (-torch.arange(half) / half)
+        ang = torch.arange(T)[:, None] * freq[None]
+        sin, cos = ang.sin()[None, :, None], ang.cos()[None, :, None]
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = nn.RMSNorm(D, eps=1e-6), nn.RMSNorm(D, eps=1e-6)
+            self.qkv = nn.Linear(D, 3 * D, bias=False)
+            self.out = nn.Linear(D, D, bias=False)
+            self.gate_up = nn.Linear(D, 2 * F, bias=False)
+            self.down = nn.Linear(F, D, bias=False)
+
+        def forward(self, x):
+            B = x.shape[0]
+            q, k, v = self.qkv(self.n1(x)).view(B, T, 3, H, K).unbind(2)
+            q, k = rope(q), rope(k)
+            a = nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+            x = x + self.out(a.transpose(1, 2).reshape(B, T, D))
+            g, u = self.gate_up(self.n2(x)).chunk(2, -1)
+            return x + self.down(nn.functional.silu(g) * u)
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(mc.vocab, D)
+            self.blocks = nn.ModuleList([Block() for _ in range(mc.n_layers)])
+            self.norm = nn.RMSNorm(D, eps=1e-6)
+            self.head = nn.Linear(D, mc.vocab, bias=False)
+
+        def forward(self, t):
+            x = self.emb(t)
+            for b in self.blocks:
+                x = b(x)
+            return self.head(self.norm(x))
+
+    model = LM()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    x = torch.randint(0, mc.vocab, (batch, T))
+    y = torch.randint(0, mc.vocab, (batch, T))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float().view(-1, mc.vocab), y.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * T * steps / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--steps", type=int, default=20)
+    a = ap.parse_args()
+    if a.gpu:
+        cases = [("125m", 1024, 32), ("350m", 2048, 16)]
+    else:
+        cases = [("micro", 128, 16), ("mini", 128, 16), ("25m", 256, 4)]
+    peak = peak_flops() * jax.device_count()
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
+    for preset, T, batch in cases:
+        mc = ModelConfig.preset(preset, vocab=32768 if a.gpu else 8192, seq_len=T)
+        tps = datalaws_tokens_per_s(mc, batch, a.steps)
+        mfu = tps * flops_per_token(mc) / peak
+        line = f"{preset:>6} T={T:<5} B={batch:<3} datalaws {tps:10,.0f} tok/s  MFU {mfu:6.1%}"
+        if not a.gpu:
+            ref = torch_tokens_per_s(mc, batch, max(5, a.steps // 2))
+            line += f"  PyTorch {ref:10,.0f} tok/s  ratio datalaws/PyTorch {tps / ref:5.2f}"
+        print(line, flush=True)
+
+
+
+if __name__ == "__main__":
+    main()
