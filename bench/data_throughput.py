@@ -25,8 +25,11 @@ for d in ("web", "code", "books"):
     arr.tofile(tmp / f"{d}.bin")
     streams[d] = np.memmap(tmp / f"{d}.bin", dtype=np.uint16, mode="r")
 
-it = iter(make_loader(streams, LoaderConfig(seq_len=T, batch=B, mixture={
-    "web": 0.5, "code": 0.3, "books": 0.2}), eod=0))
+import grain  # noqa: E402
+
+ds = make_loader(streams, LoaderConfig(seq_len=T, batch=B, mixture={
+    "web": 0.5, "code": 0.3, "books": 0.2}), eod=0)
+it = iter(ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=2)))
 next(it)
 t0 = time.perf_counter()
 for _ in range(N_BATCHES):
@@ -47,14 +50,16 @@ print(f"loader {loader:,.0f} tok/s; numpy memmap {memmap:,.0f} tok/s; "
 corpus = embedded_corpus()
 docs = [d for v in corpus.values() for d in v]
 mb = sum(len(d.encode()) for d in docs) / 1e6
-t0 = time.perf_counter()
-for d in docs:
-    diversity(d)
-ours = mb / (time.perf_counter() - t0)
-t0 = time.perf_counter()
-for d in docs:
-    len(gzip.compress(d.encode(), 9))
-bare = mb / (time.perf_counter() - t0)
+ours = bare = 0.0
+for _ in range(3):  # interleaved, best of three: the machine is noisy
+    t0 = time.perf_counter()
+    for d in docs:
+        diversity(d)
+    ours = max(ours, mb / (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    for d in docs:
+        len(gzip.compress(d.encode(), 9))
+    bare = max(bare, mb / (time.perf_counter() - t0))
 print(f"diversity {ours:.1f} MB/s; bare gzip loop {bare:.1f} MB/s; ratio {ours / bare:.2f}")
 
 tok = train_tokenizer(docs, 8192, tmp / "tokenizer.json")

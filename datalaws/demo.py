@@ -23,6 +23,7 @@ seq_len = 64
 batch = 8
 lr = 0.003
 save_every = 100
+tasks = {tasks}
 [grid]
 preset = {presets}
 tokens = {tokens}
@@ -46,8 +47,10 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
     store.mkdir(parents=True, exist_ok=True)
     print("== 1/4 data: embedded corpus -> token store", flush=True)
     domains = ("code", "docs", "docstrings")
-    if not all((store / d / "meta.json").exists() for d in domains):  # else: reuse the store
-        corpus = embedded_corpus()
+    task_dir = out / "tasks"
+    store_done = all((store / d / "meta.json").exists() for d in domains)
+    corpus = None if store_done and task_dir.exists() else embedded_corpus()
+    if not store_done:  # else: reuse the store
         if not (store / "tokenizer.json").exists():
             train_tokenizer((d for v in corpus.values() for d in v), 1024,
                             store / "tokenizer.json")
@@ -72,13 +75,22 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
                                  teacher=str(teacher), max_docs=300)
             print(f"  {domain}: syntheticity {s:.4g}")
 
+    from datalaws.model.tasks import builtin_tasks
+
+    if not task_dir.exists():  # next-line multiple choice per domain, from the corpus
+        for name, items in builtin_tasks(corpus, n=100).items():
+            atomic_write_text(task_dir / f"{name}.jsonl",
+                              "".join(json.dumps(it) + "\n" for it in items))
+    tasks = sorted(str(p) for p in task_dir.glob("*.jsonl"))
+
     print("== 2/4 sweep: tiny models on the local executor", flush=True)
     # 3 sizes x 2 budgets x 3 mixtures = 18 runs: three distinct N are the least a
     # size-ordered backtest can cut; each run is seconds of training after compilation
     presets = '["tiny", "micro", "mini"]'
     tokens = "[40960, 122880]" if fast else "[61440, 184320]"
     spec_path = out / "sweep.toml"
-    atomic_write_text(spec_path, SPEC.format(out=out, presets=presets, tokens=tokens))
+    atomic_write_text(spec_path, SPEC.format(out=out, presets=presets, tokens=tokens,
+                                             tasks=json.dumps(tasks)))
     runs = expand(load_spec(spec_path))
     run_local(runs, parallel=2, compile_cache=out / "jax_cache")
 

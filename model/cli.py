@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
+from pathlib import Path
 
 from datalaws.records import parse_mixture
 
@@ -54,7 +55,18 @@ def run_from_dict(cfg: dict) -> int:
     if all(s is not None for s in syn):
         quality["syntheticity"] = float(sum(r * s for r, s in zip(mixture.values(), syn)))
     eod = next(iter(metas.values()))["eod"]
-    return train(c, streams, cfg["out"], eod=eod, valid=valid, quality=quality)
+    eval_fn = None
+    if cfg.get("tasks"):  # multiple-choice JSONL files -> acc.<task> in the record
+        from datalaws.model.tasks import evaluate_tasks, load_task
+
+        tok = Tokenizer.from_file(f"{cfg['data']}/tokenizer.json")
+        tasks = {Path(p).stem: load_task(p) for p in cfg["tasks"]}
+
+        def eval_fn(model):
+            return evaluate_tasks(model, tasks, lambda s: tok.encode(s).ids)
+
+    return train(c, streams, cfg["out"], eod=eod, valid=valid, quality=quality,
+                 eval_fn=eval_fn)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -65,7 +77,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.config_json:
         cfg |= json.loads(a.config_json)
     for key in ("preset", "tokens", "data", "mixture", "out", "seq_len", "batch", "lr", "seed",
-                "run_id", "unique_tokens", "attention"):
+                "run_id", "unique_tokens", "attention", "tasks"):
         v = getattr(a, key)
         if v is not None:
             cfg[key] = v
@@ -88,6 +100,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--run-id", dest="run_id")
     t.add_argument("--unique-tokens", dest="unique_tokens", type=float)
     t.add_argument("--attention", choices=["auto", "cudnn", "xla"])
+    t.add_argument("--tasks", nargs="+", help="multiple-choice JSONL files to evaluate")
     t.set_defaults(func=_cmd_train)
 
 
