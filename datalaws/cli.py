@@ -90,8 +90,11 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     which = 1 if result.summary["columns"].get("N") == "params_nonembed" else 0
     sizes = {p: float(count_params(ModelConfig.preset(p, vocab=a.vocab))[which])
              for p in PRESETS if p not in ("tiny", "micro", "mini")}
+    from datalaws.records import parse_mixture
+
+    mixture = parse_mixture(a.mixture) if a.mixture else None
     p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
-             metric=a.metric)
+             metric=a.metric, mixture=mixture)
     cols = [c for c in p.candidates.columns if c != "score"]
     print(f"budget {budget:.3g} FLOPs, objective {a.objective} of {a.metric}; best candidates:")
     print(p.candidates[cols].head(10).fillna("-").to_string(
@@ -106,6 +109,15 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     d = p.default
     print(f"default (point-fit compute-optimal): {d['params']:.3g} params, {d['tokens']:.3g} "
           f"tokens; P(plan beats default) = {p.p_beats_default:.2f}")
+    if mixture is not None:
+        from datalaws.fit.mixture import best_mixture
+
+        kind_q = None if a.objective == "mean" else int(a.objective[1:]) / 100
+        best = best_mixture(result, params=p.chosen["params"], tokens=p.chosen["tokens"],
+                            quantile=kind_q, default=mixture)
+        print("best mixture at the plan: " + ", ".join(
+            f"{k}={v:.3f}" for k, v in best["mixture"].items())
+            + f"; P(beats --mixture) = {best['p_beats_default']:.2f}")
     print("\nlaunch it with a sweep spec containing:\n" + p.launch_snippet())
     atomic_write_text(f"{a.fit_dir}/plan.json", json.dumps(p.to_dict(), indent=1, default=str))
     print(f"wrote {a.fit_dir}/plan.json")
@@ -144,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mean, or qNN: a quantile of loss (q90 = risk-averse)")
     pl.add_argument("--metric", default="loss", help="loss or acc.<task> (needs a link)")
     pl.add_argument("--unique-tokens", type=float, help="unique tokens available")
+    pl.add_argument("--mixture", help="current mixture domain=r,... (mixing-law fits)")
     pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")
     pl.add_argument("--seq-len", type=int, default=2048)
     pl.set_defaults(func=_cmd_plan)

@@ -63,16 +63,22 @@ def parse_objective(text: str) -> tuple[str, float | None]:
     raise ValueError(f"--objective {text!r}: use mean or qNN, e.g. q90 (risk-averse on loss)")
 
 
-def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
-           ) -> pd.DataFrame:
+def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None,
+           mixture: dict[str, float] | None = None) -> pd.DataFrame:
     """Candidate runs as a table in the fit's own columns."""
     cols = result.summary["columns"]
     inputs = result.law.inputs
-    missing = set(inputs) - {"N", "D", "U", "repetitions"}
+    mix_roles = [r for r in inputs if r.startswith("r.")]
+    missing = set(inputs) - {"N", "D", "U", "repetitions", *mix_roles}
     if missing:
         raise ValueError(f"law {result.law.name!r} also needs {sorted(missing)}; the planner "
                          "searches size and tokens only for this law")
+    if mix_roles and mixture is None:
+        raise ValueError(f"law {result.law.name!r} depends on the mixture: give --mixture "
+                         "(datalaws then also reports the best mixture at the plan)")
     frame = pd.DataFrame({cols["N"]: N})
+    for r in mix_roles:
+        frame[cols[r]] = float((mixture or {}).get(r[2:], 0.0))
     if "D" in inputs:
         frame[cols["D"]] = D
     if "U" in inputs:  # the data-constrained law: repetitions from the unique budget
@@ -85,7 +91,8 @@ def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
 
 def plan(result: FitResult, budget: float, *, objective: str = "mean",
          sizes: dict[str, float] | None = None, unique_tokens: float | None = None,
-         metric: str = "loss", grid: int = 400, seed: int = 0) -> Plan:
+         metric: str = "loss", grid: int = 400, seed: int = 0,
+         mixture: dict[str, float] | None = None) -> Plan:
     """Best (N, D = budget / 6N) under the posterior; see the module docstring."""
     if budget <= 0 or not np.isfinite(budget):
         raise ValueError(f"budget={budget}: FLOPs must be a positive number")
@@ -103,7 +110,7 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
     Ns, D, names = Ns[keep], D[keep], [n for n, k in zip(names, keep) if k]
     if len(Ns) == 0:
         raise ValueError(f"no candidate fits budget {budget:.3g} FLOPs with the constraints")
-    frame = _frame(result, Ns, D, unique_tokens)
+    frame = _frame(result, Ns, D, unique_tokens, mixture)
     draws = predictive_draws(result, frame, seed=seed)
     y = draws[metric] if metric in draws else None
     if y is None:
@@ -137,7 +144,9 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
     default_y, plan_y = d_draws[law_key][:, 0], d_draws[law_key][:, 1]
     p_beats = float(np.mean(sign * plan_y < sign * default_y))
     def as_dict(row):
-        return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        d = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        d["preset"] = d["preset"] if isinstance(d["preset"], str) else None  # NaN: no preset
+        return d
 
     chosen = as_dict(chosen_row)
     continuous = as_dict(cand[cand.preset.isna()].iloc[0])

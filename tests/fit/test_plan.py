@@ -61,3 +61,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="hardware"):
         budget_from_gpu_hours(10, "abacus", 0.4)
     assert budget_from_gpu_hours(1, "h100", 0.5) == pytest.approx(3600 * 989e12 * 0.5)
+
+
+def test_continuous_plan_has_no_preset_name():
+    p = plan(_posterior(), 1e20, sizes={"s": 1e8})
+    assert p.continuous["preset"] is None and p.chosen["preset"] == "s"
