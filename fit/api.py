@@ -78,8 +78,9 @@ def _scales(data: LawData, law: Law) -> dict[str, float]:
 
 
 def _build_law(name: str, priors: Mapping[str, str] | None,
-               domains: Sequence[str] | None = None) -> Law:
-    law = get_law(name, domains=domains)
+               domains: Sequence[str] | None = None, pools: Sequence[str] | None = None
+               ) -> Law:
+    law = get_law(name, domains=domains, pools=pools)
     return law.with_priors({k: parse_prior(v) for k, v in (priors or {}).items()})
 
 
@@ -94,6 +95,19 @@ def _tasks(df: pd.DataFrame, accuracy: str | None) -> list[str]:
 
 
 _DEFAULT_CONFIG = FitConfig()
+
+
+def _pool_weights(df: pd.DataFrame, pools: Sequence[str] = ()) -> pd.DataFrame:
+    """One-hot ``pool.<name>`` weights from a ``pool`` column, unless the table has them;
+    pools named in ``pools`` but absent from the rows get weight 0."""
+    if not any(c.startswith("pool.") for c in df.columns):
+        if "pool" not in df.columns or df["pool"].isna().any():
+            raise TableError("the filtering law needs a `pool` column (or pool.<name> "
+                             "weights) with a value in every row")
+        df = pd.concat([df, pd.get_dummies(df["pool"], prefix="pool", prefix_sep=".",
+                                           dtype=float)], axis=1)
+    missing = {f"pool.{p}": 0.0 for p in pools if f"pool.{p}" not in df.columns}
+    return df.assign(**missing) if missing else df
 
 
 def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
@@ -116,7 +130,10 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     domains = sorted(c[4:] for c in df.columns if c.startswith("mix."))
     if law_name == "mixing" and not domains:
         raise TableError("the mixing law needs mix.<domain> columns (training proportions)")
-    law = _build_law(law_name, priors, domains)
+    if law_name == "filtering":
+        df = _pool_weights(df)
+    pools = sorted(c[5:] for c in df.columns if c.startswith("pool."))
+    law = _build_law(law_name, priors, domains, pools)
     train_df, held_df = split_holdout(df, holdout)
     tasks = _tasks(df, accuracy)
     data = law_data(train_df, law.inputs, columns=columns, tasks=tasks,
@@ -271,6 +288,9 @@ def predictive_draws(result: FitResult, points: pd.DataFrame, *, seed: int = 1
     """Draws [samples, rows] of every predicted quantity at ``points``."""
     law = result.law
     cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
+    pools = [r[2:] for r in law.inputs if r.startswith("w.")]
+    if pools:
+        points = _pool_weights(points, pools)
     data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
     x = data.normalised(result.scales)
     d = disc.distance(data.inputs[law.axis], result.summary["discrepancy"]["x_max_fit"])
@@ -324,8 +344,9 @@ def load_fit(path: str | Path) -> FitResult:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path / 'summary.json'}: corrupt ({e.msg})") from None
     domains = [r[2:] for r in summary["columns"] if r.startswith("r.")]
+    pools = [r[2:] for r in summary["columns"] if r.startswith("w.")]
     law = _build_law(summary["law"], {k: v for k, v in summary["priors"].items()
-                                      if k not in NOISE_PRIORS}, domains or None)
+                                      if k not in NOISE_PRIORS}, domains or None, pools or None)
     idata = az.from_netcdf(str(path / "posterior.nc"))
     point = {}
     if (path / "point_fit.json").exists():

@@ -30,6 +30,7 @@ __all__ = [
     "LAWS",
     "get_law",
     "mixing_law",
+    "filtering_law",
     "parse_prior",
     "NOISE_PRIORS",
     "DISCREPANCY_FORM",
@@ -245,15 +246,60 @@ def mixing_law(domains: Sequence[str]) -> Law:
         unscaled=tuple(f"r.{d}" for d in domains))
 
 
+MAX_EPOCHS = 64  # repetitions beyond this are treated as the 64th (their utility is ~0)
+
+
+def filtering_law(pools: Sequence[str]) -> Law:
+    """Data-filtering law with repetition decay and pool combination (Goyal et al. 2024).
+
+    Loss after n samples of a pool of U unique samples (R = n / U passes):
+    ``L = d + A * (n_1/n0)^-b_1 * prod_{k>=2} (n_k / n_{k-1})^-b_k`` with ``n_k = min(n, kU)``
+    (samples seen by the end of pass k) and the utility of the k-th pass halving every tau
+    passes, ``b_k = b * 2^(-(k-1)/tau)``. A mixture of pools with weights w has
+    ``b = sum_j w_j b_j`` (``pool.<name>`` columns; a run on one pool has a one-hot row).
+    """
+    pools = sorted(pools)
+    bs = [f"b_{p}" for p in pools]
+
+    def fn(x, p):
+        b = sum(p[bn] * x[f"w.{pl}"] for bn, pl in zip(bs, pools))
+        R = jnp.maximum(x["repetitions"], 1e-9)
+        k = jnp.arange(2, MAX_EPOCHS + 1, dtype=jnp.float32)
+        decay = 2.0 ** (-(k - 1) / jnp.asarray(p["tau"])[..., None])  # [..., 1?, K-1]
+        # log(n_k / n_{k-1}) for passes k >= 2: log(clip(R, k-1, k) / (k-1))
+        later = jnp.log(jnp.clip(R[..., None], k - 1, k) / (k - 1))
+        first = jnp.log(x["n"] / jnp.maximum(R, 1.0))  # log(n_1 / n0)
+        log_term = -b * (first + jnp.sum(decay * later, -1))
+        return p["d"] + p["A"] * jnp.exp(log_term)
+
+    return Law(
+        name="filtering",
+        formula="L = d + A*(n_1/n0)^-b_1 * prod_k (n_k/n_{k-1})^-b_k, b_k = b*2^(-(k-1)/tau), "
+                "b = sum_j w_j b_j over pools",
+        inputs={"n": "tokens", "repetitions": "repetitions"}
+        | {f"w.{pl}": f"pool.{pl}" for pl in pools},
+        params=(Param("d", _lognormal(2.0, 0.6), "irreducible loss"),
+                Param("A", _lognormal(0.5, 1.0), "reducible loss at the reference n0"),
+                Param("tau", _lognormal(3.0, 1.0), "passes over which a pool's utility halves"),
+                *(Param(bn, _lognormal(0.3, 0.7), f"utility (data exponent) of pool {pl}")
+                  for bn, pl in zip(bs, pools))),
+        fn=fn, axis="n", reference="Goyal et al. 2024 (scaling laws for data filtering)",
+        unscaled=("repetitions", *(f"w.{pl}" for pl in pools)))
+
+
 LAWS: dict[str, Law] = {law.name: law for law in
                         (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATACON,
-                         mixing_law(["<domain1>", "<domain2>"]))}
+                         mixing_law(["<domain1>", "<domain2>"]),
+                         filtering_law(["<pool1>", "<pool2>"]))}
 
 
-def get_law(name: str, *, domains: Sequence[str] | None = None) -> Law:
-    """A law by name; the mixing law is built for the table's domains."""
+def get_law(name: str, *, domains: Sequence[str] | None = None,
+            pools: Sequence[str] | None = None) -> Law:
+    """A law by name; the mixing and filtering laws are built for the table's domains/pools."""
     if name == "mixing" and domains is not None:
         return mixing_law(domains)
+    if name == "filtering" and pools is not None:
+        return filtering_law(pools)
     try:
         return LAWS[name]
     except KeyError:

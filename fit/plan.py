@@ -15,6 +15,7 @@ that the plan's loss (law + discrepancy, same draws) is below the default's.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ import pandas as pd
 from datalaws.fit.api import FitResult, predictive_draws
 from datalaws.fit.table import law_data
 
-__all__ = ["Plan", "plan", "parse_objective", "budget_from_gpu_hours"]
+__all__ = ["Plan", "plan", "parse_objective", "budget_from_gpu_hours", "pool_frontier"]
 
 
 @dataclasses.dataclass
@@ -154,6 +155,31 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
                "point_fit_loss": float(point_loss[d_idx])}
     return Plan(chosen=chosen, continuous=continuous, candidates=cand, default=default,
                 p_beats_default=p_beats, objective=objective, budget=budget)
+
+
+def pool_frontier(result: FitResult, tokens: Sequence[float],
+                  unique_tokens: Mapping[str, float], *, seed: int = 0) -> pd.DataFrame:
+    """The quality-quantity trade-off: for each token budget, each pool's predicted loss
+    (repeating its ``unique_tokens`` as often as the budget needs) and the best pool."""
+    pools = [r[2:] for r in result.law.inputs if r.startswith("w.")]
+    if not pools:
+        raise ValueError(f"law {result.law.name!r} has no pools; fit the filtering law")
+    unknown = set(unique_tokens) - set(pools)
+    if unknown:
+        raise ValueError(f"pools {sorted(unknown)} were not in the fit; it has {pools}")
+    cols = result.summary["columns"]
+    rows = []
+    for n in tokens:
+        frame = pd.DataFrame([{cols["n"]: n, cols["repetitions"]: n / u, "pool": p}
+                              for p, u in unique_tokens.items()])
+        draws = predictive_draws(result, frame, seed=seed)["loss_law"]
+        med = np.median(draws, axis=0)
+        best = int(np.argmin(med))
+        p_best = float(np.mean(np.argmin(draws, axis=1) == best))
+        row = {"tokens": n, "best_pool": frame.pool[best], "p_best": p_best}
+        row |= {f"loss_q50.{p}": float(m) for p, m in zip(frame.pool, med)}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def budget_from_gpu_hours(hours: float, hardware: str, mfu: float) -> float:
