@@ -250,7 +250,14 @@ def _learn_k(law, data, config, point):
         print("learning the discrepancy scale k by size-ordered backtesting ...", flush=True)
     folds = disc.run_backtest(axis, fit_folds, predict_fold, log_y, min_fit=2 * len(law.params) + 2)
     k = disc.choose_k(folds)
-    if config.progress:
+    if not folds:
+        import warnings
+
+        warnings.warn(f"no size-ordered backtest was possible ({len(axis)} runs, "
+                      f"{len(np.unique(axis))} distinct {law.axis}; each fold needs "
+                      f"{2 * len(law.params) + 2} runs below its cut): k = 0, so intervals "
+                      "beyond the data are NOT widened", stacklevel=3)
+    elif config.progress:
         print(f"k = {k:.4g} from {len(folds)} backtest folds", flush=True)
     return k, disc.backtest_table(folds, k)
 
