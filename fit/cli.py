@@ -102,6 +102,23 @@ def _cmd_laws(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(a: argparse.Namespace) -> int:
+    import arviz as az
+
+    from datalaws.fit.api import load_fit
+
+    fits = [load_fit(d) for d in a.fit_dirs]
+    hashes = {f.summary["data_hash"] for f in fits}
+    if len(hashes) > 1:
+        raise ValueError("PSIS-LOO compares laws fitted to the same table; these fits saw "
+                         f"{len(hashes)} different tables")
+    names = [f"{f.law.name}:{d}" for f, d in zip(fits, a.fit_dirs)]
+    table = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
+    print(table[["rank", "elpd_loo", "p_loo", "elpd_diff", "se", "dse", "weight",
+                 "warning"]].to_string(float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from datalaws.fit.report import write_report
     from datalaws.fit.table import read_table
@@ -143,6 +160,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .csv")
     p.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
     p.set_defaults(func=_cmd_predict)
+
+    c = sub.add_parser("compare", help="PSIS-LOO comparison of laws fitted to one table")
+    c.add_argument("fit_dirs", nargs="+")
+    c.set_defaults(func=_cmd_compare)
 
     la = sub.add_parser("laws", help="list laws, formulas and priors")
     la.set_defaults(func=_cmd_laws)
