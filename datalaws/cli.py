@@ -85,6 +85,19 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     from datalaws.records import atomic_write_text
 
     result = load_fit(a.fit_dir)
+    if result.law.name == "filtering":  # the budget is in samples seen: choose the pool
+        from datalaws.fit.plan import pool_frontier
+
+        if not a.pools or not a.tokens:
+            raise UserError("a filtering-law plan needs --pools name=unique_tokens,... and "
+                            "--tokens BUDGET[,BUDGET...] (tokens to train on)")
+        pools = {k: float(v) for k, v in (x.split("=") for x in a.pools.split(","))}
+        front = pool_frontier(result, [float(t) for t in a.tokens.split(",")], pools)
+        print(front.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        atomic_write_text(f"{a.fit_dir}/pool_frontier.csv", front.to_csv(index=False))
+        return 0
+    if not (a.budget or a.gpu_hours):
+        raise UserError("give --budget FLOPS or --gpu-hours H")
     budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)
     # the law's N is whatever the fitted table's N column counted: total params by default
     which = 1 if result.summary["columns"].get("N") == "params_nonembed" else 0
@@ -147,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="model size and tokens for a compute budget, with risk")
     pl.add_argument("fit_dir", help="a `datalaws fit` output folder")
-    g = pl.add_mutually_exclusive_group(required=True)
+    g = pl.add_mutually_exclusive_group()
     g.add_argument("--budget", type=float, help="FLOPs")
     g.add_argument("--gpu-hours", type=float)
     pl.add_argument("--hardware", default="h100")
@@ -157,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--metric", default="loss", help="loss or acc.<task> (needs a link)")
     pl.add_argument("--unique-tokens", type=float, help="unique tokens available")
     pl.add_argument("--mixture", help="current mixture domain=r,... (mixing-law fits)")
+    pl.add_argument("--pools", help="unique tokens per pool, hq=1e9,web=5e10 (filtering fits)")
+    pl.add_argument("--tokens", help="token budgets, 1e9,1e10 (filtering fits)")
     pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")
     pl.add_argument("--seq-len", type=int, default=2048)
     pl.set_defaults(func=_cmd_plan)

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from datalaws.fit import FitConfig, fit
+from datalaws.cli import main
+from datalaws.fit import FitConfig, fit, save_fit
 from datalaws.fit.laws import filtering_law
 from datalaws.fit.plan import pool_frontier
 
@@ -25,7 +26,7 @@ def _table(seed, n=90):
     return df
 
 
-def test_filtering_law_recovers_truth_and_frontier():
+def test_filtering_law_recovers_truth_and_frontier(tmp_path):
     covered = total = 0
     for seed in (0, 1):
         r = fit(_table(seed), "filtering", config=FitConfig(progress=False),
@@ -45,9 +46,18 @@ def test_filtering_law_recovers_truth_and_frontier():
              "w.hq": np.array([float(pool == "hq")]), "w.web": np.array([float(pool == "web")])}
         return float(law.fn(x, TRUTH)[0])
 
-    truth = [min(UNIQUE, key=lambda p: true_loss(p, n)) for n in budgets]
+    def truth_at(n):
+        return min(UNIQUE, key=lambda p: true_loss(p, n))
+
+    truth = [truth_at(n) for n in budgets]
     assert "hq" in truth and "web" in truth  # the trade-off is inside the range
     front = pool_frontier(r, budgets, UNIQUE)
     sure = front.p_best > 0.9
     assert (front.best_pool[sure] == np.array(truth)[sure]).all(), (front, truth)
     assert sure.sum() >= 6
+    # the same through the CLI, from the saved fit
+    save_fit(r, tmp_path / "fit")
+    assert main(["plan", str(tmp_path / "fit"), "--pools", "hq=1e9,web=5e10", "--tokens",
+                 "3e8,4e10"]) == 0
+    cli = pd.read_csv(tmp_path / "fit" / "pool_frontier.csv")
+    assert list(cli.best_pool) == [truth_at(3e8), truth_at(4e10)]
