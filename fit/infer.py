@@ -222,10 +222,8 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
              ) -> MCMC:
     """Sample the posterior with NUTS, chains on separate host devices when there are enough."""
     chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
-    init_values = dict(init or {})
-    if mask is not None and np.ndim(mask) == 2:  # one copy of each init per fold
-        init_values = {n: np.full((len(mask), 1), v) for n, v in init_values.items()}
-    shape = (len(mask), 1) if mask is not None and np.ndim(mask) == 2 else ()
+    shape = (len(mask), 1) if mask is not None and np.ndim(mask) == 2 else ()  # per fold
+    init_values = {n: np.full(shape, v) for n, v in (init or {}).items()}
     init_values.setdefault("sigma", np.full(shape, 0.02))
     if config.likelihood == "studentt":
         init_values.setdefault("nu", np.full(shape, 10.0))
@@ -272,7 +270,7 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
     sigma = s["sigma"][:, None]
     noise = (dist.StudentT(s["nu"][:, None], 0.0, sigma) if likelihood == "studentt"
              else dist.Normal(0.0, sigma))
-    log_obs = log_true + noise.sample(key_noise, log_law.shape[-1:]).reshape(log_law.shape)
+    log_obs = log_true + noise.expand(log_law.shape).sample(key_noise)  # draw s: its sigma
     res = {"loss": np.exp(np.asarray(log_obs)), "loss_law": np.exp(np.asarray(log_law))}
     if link is not None:
         link_p = {name: s[name][:, None, :] for name in s if name.startswith("acc_")}
