@@ -133,18 +133,43 @@ class Block(nnx.Module):
         self.down = nnx.Linear(c.d_ff, c.d_model, use_bias=False, dtype=dt, rngs=rngs,
                                kernel_init=_init(("tensor", "fsdp"), out_scale))
 
-    def __call__(self, x_BTD: jax.Array, positions_T: jax.Array, impl: str) -> jax.Array:
+    def _qkv(self, x_BTD: jax.Array, positions_T: jax.Array):
         c = self.c
         B, T, _ = x_BTD.shape
         qkv = self.qkv(self.attn_norm(x_BTD)).reshape(B, T, 3, c.n_heads, c.head_dim)
         q_BTHK = _rope(qkv[:, :, 0], positions_T, c.rope_base)
         k_BTHK = _rope(qkv[:, :, 1], positions_T, c.rope_base)
-        v_BTHK = qkv[:, :, 2]
-        a_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTHK, v_BTHK, is_causal=True,
-                                              implementation=impl)
-        x_BTD = x_BTD + self.out(a_BTHK.reshape(B, T, c.d_model))
+        return q_BTHK, k_BTHK, qkv[:, :, 2]
+
+    def _residual(self, x_BTD: jax.Array, a_BTHK: jax.Array) -> jax.Array:
+        B, T, _ = x_BTD.shape
+        x_BTD = x_BTD + self.out(a_BTHK.reshape(B, T, self.c.d_model))
         gate_BTF, up_BTF = jnp.split(self.gate_up(self.mlp_norm(x_BTD)), 2, axis=-1)
         return x_BTD + self.down(jax.nn.silu(gate_BTF) * up_BTF)
+
+    def __call__(self, x_BTD: jax.Array, positions_T: jax.Array, impl: str) -> jax.Array:
+        q_BTHK, k_BTHK, v_BTHK = self._qkv(x_BTD, positions_T)
+        a_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTHK, v_BTHK, is_causal=True,
+                                              implementation=impl)
+        return self._residual(x_BTD, a_BTHK)
+
+    def decode(self, x_BTD: jax.Array, start: jax.Array, cache: tuple[jax.Array, jax.Array]):
+        """Positions ``start .. start+T-1`` against a KV cache [B, S, H, K] of keys and
+        values; returns (output, updated cache). Queries see cached keys at positions <=
+        their own (the rest of the cache is masked), so prefill (T = prompt) and one-token
+        decode steps are the same code."""
+        T = x_BTD.shape[1]
+        positions_T = start + jnp.arange(T)
+        q_BTHK, k_BTHK, v_BTHK = self._qkv(x_BTD, positions_T)
+        k_BSHK = jax.lax.dynamic_update_slice(cache[0], k_BTHK.astype(cache[0].dtype),
+                                              (0, start, 0, 0))
+        v_BSHK = jax.lax.dynamic_update_slice(cache[1], v_BTHK.astype(cache[1].dtype),
+                                              (0, start, 0, 0))
+        mask_TS = positions_T[:, None] >= jnp.arange(k_BSHK.shape[1])[None, :]
+        # the XLA path: decoding is bound by reading the cache, not by attention FLOPs
+        a_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK,
+                                              mask=mask_TS[None, None], implementation="xla")
+        return self._residual(x_BTD, a_BTHK), (k_BSHK, v_BSHK)
 
 
 class Transformer(nnx.Module):
@@ -172,9 +197,28 @@ class Transformer(nnx.Module):
                 x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl))(block, x_BTD)
             else:
                 x_BTD = block(x_BTD, positions_T, impl)
+        return self._logits(x_BTD)
+
+    def _logits(self, x_BTD: jax.Array) -> jax.Array:
         x_BTD = self.norm(x_BTD)
         if self.c.tied:
             logits_BTV = self.embed.attend(x_BTD)
         else:
             logits_BTV = self.unembed(x_BTD)
         return logits_BTV.astype(jnp.float32)
+
+    def init_cache(self, batch: int, length: int) -> list[tuple[jax.Array, jax.Array]]:
+        """Empty per-layer (keys, values) caches for ``length`` positions."""
+        c = self.c
+        shape = (batch, length, c.n_heads, c.head_dim)
+        return [(jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype))
+                for _ in range(c.n_layers)]
+
+    def decode(self, tokens_BT: jax.Array, start: jax.Array, caches: list) -> tuple:
+        """Logits for tokens at positions ``start ..``, reading and extending ``caches``."""
+        x_BTD = self.embed(tokens_BT)
+        new = []
+        for block, cache in zip(self.blocks, caches):
+            x_BTD, cache = block.decode(x_BTD, start, cache)
+            new.append(cache)
+        return self._logits(x_BTD), new
