@@ -1,4 +1,4 @@
-"""`datalaws data prepare|stats`."""
+"""`datalaws data prepare|stats|quality|pools|select|synthesize`."""
 
 from __future__ import annotations
 
@@ -56,6 +56,43 @@ def _cmd_quality(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pools(a: argparse.Namespace) -> int:
+    from datalaws.data.curate import make_pools
+
+    cuts = [float(x) for x in (a.quantiles or a.thresholds).split(",")]
+    pools = make_pools(a.store, a.domain, by=a.by, ascending=a.ascending,
+                       quantiles=cuts if a.quantiles else None,
+                       thresholds=cuts if a.thresholds else None)
+    for m in pools:
+        lo, hi = m["pool_range"]
+        print(f"{m['domain']:16s} {a.by} in [{lo:.4g}, {hi:.4g}): {m['docs']} docs, "
+              f"{m['tokens']:,} tokens, diversity {m['diversity']:.3f}")
+    if pools[0]["unscored_docs"]:
+        print(f"{pools[0]['unscored_docs']} documents without a {a.by} score were left out")
+    return 0
+
+
+def _cmd_select(a: argparse.Namespace) -> int:
+    from datalaws.data.curate import select_like
+
+    m = select_like(a.store, a.source, a.like, a.out, tokens=int(float(a.tokens)),
+                    seed=a.seed)
+    print(f"{a.out}: {m['docs']} documents, {m['tokens']:,} tokens of {a.source} selected "
+          f"toward {a.like} (DSIR)")
+    return 0
+
+
+def _cmd_synthesize(a: argparse.Namespace) -> int:
+    from datalaws.data.curate import synthesize
+    from datalaws.model.score import load_model
+
+    m = synthesize(a.store, a.source, load_model(a.model), a.out, tokens=int(float(a.tokens)),
+                   prompt_tokens=a.prompt_tokens, batch=a.batch, temperature=a.temperature,
+                   top_p=a.top_p, seed=a.seed, model_name=str(a.model))
+    print(f"{a.out}: {m['docs']} synthetic documents, {m['tokens']:,} tokens")
+    return 0
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="prepare token stores and show their quality")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -75,3 +112,33 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("stats", help="per-domain counts and quality")
     s.add_argument("store")
     s.set_defaults(func=_cmd_stats)
+    o = dsub.add_parser("pools", help="split a domain into quality pools (best first)")
+    o.add_argument("store")
+    o.add_argument("domain")
+    o.add_argument("--by", default="diversity",
+                   help="per-document column: diversity, syntheticity, ...")
+    cut = o.add_mutually_exclusive_group(required=True)
+    cut.add_argument("--quantiles", help="e.g. 0.5,0.9 -> 3 pools")
+    cut.add_argument("--thresholds", help="score cut points, e.g. 0.3,0.4")
+    o.add_argument("--ascending", action="store_true", help="pool 1 = lowest scores")
+    o.set_defaults(func=_cmd_pools)
+    e = dsub.add_parser("select", help="DSIR importance-sampled selection toward a target")
+    e.add_argument("store")
+    e.add_argument("--from", dest="source", required=True, help="raw domain to select from")
+    e.add_argument("--like", required=True, help="target domain")
+    e.add_argument("--tokens", required=True, help="tokens to select, e.g. 1e6")
+    e.add_argument("--out", required=True, help="new domain name")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_cmd_select)
+    y = dsub.add_parser("synthesize", help="a synthetic domain sampled from a trained model")
+    y.add_argument("store")
+    y.add_argument("--model", required=True, help="a training run directory (checkpoints/)")
+    y.add_argument("--from", dest="source", required=True, help="domain to prompt from")
+    y.add_argument("--tokens", required=True, help="tokens to generate, e.g. 1e5")
+    y.add_argument("--out", required=True, help="new domain name")
+    y.add_argument("--prompt-tokens", type=int, default=32)
+    y.add_argument("--batch", type=int, default=16)
+    y.add_argument("--temperature", type=float, default=1.0)
+    y.add_argument("--top-p", type=float, default=0.95)
+    y.add_argument("--seed", type=int, default=0)
+    y.set_defaults(func=_cmd_synthesize)

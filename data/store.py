@@ -7,6 +7,7 @@ Layout of a store directory::
                                    documents end with the end-of-document token
     <domain>/doc_offsets.zarr      int64 [docs + 1] start of each document in the stream
     <domain>/diversity.zarr        float32 [docs] gzip compressed/raw bytes per document
+    <domain>/doc_bytes.zarr        int64 [docs] UTF-8 bytes per document
     <domain>/syntheticity.zarr     float32 [docs] 1 / teacher perplexity (after `data quality`)
     <domain>/meta.json             counts, tokenizer hash, domain quality; written last,
                                    atomically: a domain without it is incomplete
@@ -32,7 +33,7 @@ import tensorstore as ts
 
 from datalaws.records import atomic_write_text
 
-__all__ = ["EOD", "embedded_corpus", "read_documents", "train_tokenizer", "prepare_domain",
+__all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer", "prepare_domain",
            "open_domain", "domain_stats", "diversity", "StoreError", "add_syntheticity"]
 
 EOD = "<|endoftext|>"
@@ -48,6 +49,20 @@ def diversity(text: str | bytes) -> float:
     if not raw:
         raise StoreError("diversity of an empty document is undefined")
     return len(gzip.compress(raw, compresslevel=9)) / len(raw)
+
+
+def domain_diversity(texts: Iterable[str], *, max_bytes: int = 16 << 20) -> float:
+    """gzip ratio of a domain's documents joined (the first ``max_bytes``): the dataset-level
+    ratio of Chang et al. It also sees repetition across documents, and is not dominated by
+    gzip's fixed header on short documents as a mean of per-document ratios would be."""
+    parts, n = [], 0
+    for t in texts:
+        b = t.encode()
+        parts.append(b)
+        n += len(b) + 1
+        if n >= max_bytes:
+            break
+    return diversity(b"\n".join(parts)[:max_bytes])
 
 
 def embedded_corpus(max_docs: int | None = None) -> dict[str, list[str]]:
@@ -142,10 +157,11 @@ def _write_array(path: Path, arr: np.ndarray) -> None:
 
 
 def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, provenance: dict | None = None) -> dict:
     """Dedup, tokenize and write one domain; its ``meta.json`` is written last (atomic).
 
     A rerun skips a domain whose meta.json exists (the store is complete for it).
+    ``provenance`` is merged into meta.json (how a derived domain was made).
     """
     from tokenizers import Tokenizer
 
@@ -173,19 +189,19 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
     dtype = np.uint16 if tok.get_vocab_size() <= 65535 else np.uint32
     tokens = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
     div = np.array([diversity(d) for d in unique], dtype=np.float32)
-    mb = sum(len(d.encode()) for d in unique) / 1e6
+    doc_bytes = np.array([len(d.encode()) for d in unique], dtype=np.int64)
+    mb = doc_bytes.sum() / 1e6
     dt = time.perf_counter() - t0
     ddir.mkdir(parents=True, exist_ok=True)
     _write_array(ddir / "tokens.zarr", tokens)
     _write_array(ddir / "doc_offsets.zarr", np.concatenate([[0], np.cumsum(lengths)]))
     _write_array(ddir / "diversity.zarr", div)
-    raw_bytes = sum(len(d.encode()) for d in unique)
+    _write_array(ddir / "doc_bytes.zarr", doc_bytes)
     meta = {"domain": domain, "docs": len(unique), "tokens": int(tokens.size),
-            "bytes": raw_bytes, "duplicates_removed": n_in - len(unique),
+            "bytes": int(doc_bytes.sum()), "duplicates_removed": n_in - len(unique),
             "tokenizer_hash": _tokenizer_hash(tok_path), "eod": eod, "dtype": dtype.__name__,
-            # domain diversity: gzip of the whole domain's text, byte-weighted
-            "diversity": float(np.average(div, weights=[len(d.encode()) for d in unique])),
-            "complete": True}
+            "diversity": domain_diversity(unique),
+            **(provenance or {}), "complete": True}
     atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
     if progress:
         print(f"prepared {domain}: {len(unique)} docs, {tokens.size:,} tokens, "
