@@ -30,8 +30,8 @@ from datalaws.data.store import (
     _read_array,
     _tokenizer_hash,
     _write_array,
-    open_domain,
     domain_diversity,
+    open_domain,
     prepare_domain,
 )
 from datalaws.records import atomic_write_text

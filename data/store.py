@@ -33,8 +33,9 @@ import tensorstore as ts
 
 from datalaws.records import atomic_write_text
 
-__all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer", "prepare_domain",
-           "open_domain", "domain_stats", "diversity", "StoreError", "add_syntheticity"]
+__all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer",
+           "prepare_domain", "open_domain", "domain_stats", "diversity", "StoreError",
+           "add_syntheticity"]
 
 EOD = "<|endoftext|>"
 
