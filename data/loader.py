@@ -6,6 +6,7 @@ no padding, documents cross window edges) and marks where documents start, so po
 restart at each document. The pipeline is a grain chain:
 
     source -> slice(unique budget) -> repeat(epochs) -> shuffle(seed) -> mix(weights) -> batch
+           -> [multiprocess prefetch (workers)]
 
 It is deterministic for a seed and its iterator state checkpoints (``get_state`` /
 ``set_state``; model/ saves it with Orbax).
@@ -66,12 +67,15 @@ class LoaderConfig:
     seed: int = 0
     unique_tokens: int | None = None  # cap on distinct tokens per run (None: all)
     epochs: int | None = None  # passes over the unique data (None: repeat forever)
+    workers: int = 0  # grain multiprocess prefetch workers (0: threads in this process)
 
     def __post_init__(self):
         total = sum(self.mixture.values())
         if not self.mixture or abs(total - 1) > 1e-6 or min(self.mixture.values()) < 0:
             raise ValueError(f"LoaderConfig.mixture={dict(self.mixture)} must be non-negative "
                              "proportions summing to 1")
+        if self.workers < 0:
+            raise ValueError(f"LoaderConfig.workers={self.workers} must be >= 0")
         if self.batch <= 0 or self.seq_len <= 0:
             raise ValueError(f"LoaderConfig: batch={self.batch}, seq_len={self.seq_len} must "
                              "be > 0")
@@ -107,7 +111,15 @@ def make_loader(streams: Mapping[str, Sequence[int] | np.ndarray], config: Loade
         datasets.append(ds)
         weights.append(r)
     mixed = grain.MapDataset.mix(datasets, weights) if len(datasets) > 1 else datasets[0]
-    return mixed.batch(config.batch, drop_remainder=True).to_iter_dataset()
+    out = mixed.batch(config.batch, drop_remainder=True).to_iter_dataset()
+    if config.workers:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain reads absl flags; we are not an absl app
+            flags.FLAGS.mark_as_parsed()
+        # workers take interleaved slices and are read round-robin: same order as 0 workers
+        out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.workers))
+    return out
 
 
 def markov_stream(n_tokens: int, vocab: int, *, eod: int = 0, seed: int = 0,

@@ -65,6 +65,7 @@ class TrainConfig:
     eval_batches: int = 4  # validation batches per domain at the end
     run_id: str = "run"
     pool: str | None = None
+    loader_workers: int = 0  # grain prefetch processes per host (0: threads)
 
     def __post_init__(self):
         if self.tokens <= 0:
@@ -238,10 +239,17 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     mesh = make_mesh(c.mesh)
     impl = attention_impl(c.model.attention)
     graphdef, state, shardings = init_state(c, mesh)
-    loader = make_loader(streams, LoaderConfig(seq_len=c.model.seq_len, batch=c.batch,
+    # each process loads its own slice of the global batch; the step sees one global array
+    n_proc = jax.process_count()
+    if c.batch % n_proc:
+        raise ValueError(f"TrainConfig.batch={c.batch} is not divisible by the {n_proc} "
+                         "processes")
+    loader = make_loader(streams, LoaderConfig(seq_len=c.model.seq_len, batch=c.batch // n_proc,
                                                mixture=dict(c.mixture), seed=c.seed,
-                                               unique_tokens=c.unique_tokens,
-                                               epochs=None), eod=eod)
+                                               unique_tokens=c.unique_tokens, epochs=None,
+                                               workers=c.loader_workers), eod=eod,
+                         process_index=jax.process_index(), process_count=n_proc)
+    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
     iterator = iter(loader)
     mgr = _checkpoint_manager(run_dir, c.keep)
     state, start = _restore(mgr, state, iterator, c.model)
@@ -266,7 +274,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
         t0, tokens_since = time.perf_counter(), 0
         while step < c.steps:
             batch = next(iterator)
-            state, m = step_fn(state, {k: jnp.asarray(v) for k, v in batch.items()})
+            state, m = step_fn(state, {k: jax.make_array_from_process_local_data(
+                batch_sharding, v) for k, v in batch.items()})
             loss = float(m["loss"])
             step += 1
             if not math.isfinite(loss):

@@ -1,5 +1,6 @@
 """Loaders: exact mixtures, exact repetition, checkpointed iterators; store and ingest errors."""
 
+import dataclasses
 import gzip
 import json
 
@@ -49,6 +50,20 @@ def test_restore_mid_stream_matches_uninterrupted():
     b.set_state(json.loads(json.dumps(state)) if isinstance(state, dict) else state)
     for e in expected:
         np.testing.assert_array_equal(next(b)["inputs"], e)
+
+
+def test_worker_processes_give_the_same_batches_and_restore():
+    cfg = LoaderConfig(seq_len=32, batch=4, mixture={"web": 0.7, "code": 0.3}, seed=3)
+    single = iter(make_loader(_streams(), cfg, eod=0))
+    expected = [next(single)["inputs"] for _ in range(12)]
+    multi = iter(make_loader(_streams(), dataclasses.replace(cfg, workers=2), eod=0))
+    for e in expected[:6]:
+        np.testing.assert_array_equal(next(multi)["inputs"], e)
+    state = multi.get_state()
+    resumed = iter(make_loader(_streams(), dataclasses.replace(cfg, workers=2), eod=0))
+    resumed.set_state(state)
+    for e in expected[6:]:
+        np.testing.assert_array_equal(next(resumed)["inputs"], e)
 
 
 def test_repetition_sees_every_window_exactly_r_times():
