@@ -78,9 +78,9 @@ def _scales(data: LawData, law: Law) -> dict[str, float]:
 
 
 def _build_law(name: str, priors: Mapping[str, str] | None,
-               domains: Sequence[str] | None = None, pools: Sequence[str] | None = None
-               ) -> Law:
-    law = get_law(name, domains=domains, pools=pools)
+               domains: Sequence[str] | None = None, pools: Sequence[str] | None = None,
+               evals: Sequence[str] | None = None) -> Law:
+    law = get_law(name, domains=domains, pools=pools, evals=evals)
     return law.with_priors({k: parse_prior(v) for k, v in (priors or {}).items()})
 
 
@@ -110,6 +110,35 @@ def _pool_weights(df: pd.DataFrame, pools: Sequence[str] = ()) -> pd.DataFrame:
     return df.assign(**missing) if missing else df
 
 
+def _eval_rows(df: pd.DataFrame, evals: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows for the per-domain mixing law. Without ``eval.<domain>`` weights, each run's
+    ``loss.<domain>`` columns become one row per domain (one-hot weights, that loss as
+    ``loss``); domains named in ``evals`` but absent get weight 0."""
+    if not any(c.startswith("eval.") for c in df.columns):
+        loss_cols = sorted(c for c in df.columns if c.startswith("loss."))
+        if not loss_cols:
+            raise TableError("the mixing_domains law needs per-domain validation losses "
+                             "(loss.<domain> columns), or eval.<domain> weights (the known "
+                             "composition) beside an overall loss")
+        base = df.drop(columns=loss_cols + (["loss"] if "loss" in df.columns else []))
+        df = pd.concat([base.assign(loss=df[c], **{f"eval.{o[5:]}": float(o == c)
+                                                   for o in loss_cols})
+                        for c in loss_cols], ignore_index=True).dropna(subset=["loss"])
+    missing = {f"eval.{e}": 0.0 for e in evals if f"eval.{e}" not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
+def _law_frame(df: pd.DataFrame, law: Law) -> pd.DataFrame:
+    """The table in the form the law reads (pool weights, per-domain eval rows)."""
+    pools = [r[2:] for r in law.inputs if r.startswith("w.")]
+    evals = [r[2:] for r in law.inputs if r.startswith("e.")]
+    if pools:
+        df = _pool_weights(df, pools)
+    if evals:
+        df = _eval_rows(df, evals)
+    return df
+
+
 def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
         columns: Mapping[str, str] | None = None, priors: Mapping[str, str] | None = None,
         holdout: str | None = None, discrepancy: str = "backtest",
@@ -128,12 +157,16 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
         raise ValueError(f"discrepancy={discrepancy!r}; use backtest|none")
     t_start = time.perf_counter()
     domains = sorted(c[4:] for c in df.columns if c.startswith("mix."))
-    if law_name == "mixing" and not domains:
-        raise TableError("the mixing law needs mix.<domain> columns (training proportions)")
+    if law_name.startswith("mixing") and not domains:
+        raise TableError(f"the {law_name} law needs mix.<domain> columns (training "
+                         "proportions)")
     if law_name == "filtering":
         df = _pool_weights(df)
+    if law_name == "mixing_domains":
+        df = _eval_rows(df)
     pools = sorted(c[5:] for c in df.columns if c.startswith("pool."))
-    law = _build_law(law_name, priors, domains, pools)
+    evals = sorted(c[5:] for c in df.columns if c.startswith("eval."))
+    law = _build_law(law_name, priors, domains, pools, evals)
     train_df, held_df = split_holdout(df, holdout)
     tasks = _tasks(df, accuracy)
     data = law_data(train_df, law.inputs, columns=columns, tasks=tasks,
@@ -295,9 +328,7 @@ def predictive_draws(result: FitResult, points: pd.DataFrame, *, seed: int = 1
     """Draws [samples, rows] of every predicted quantity at ``points``."""
     law = result.law
     cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
-    pools = [r[2:] for r in law.inputs if r.startswith("w.")]
-    if pools:
-        points = _pool_weights(points, pools)
+    points = _law_frame(points, law)
     data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
     x = data.normalised(result.scales)
     d = disc.distance(data.inputs[law.axis], result.summary["discrepancy"]["x_max_fit"])
@@ -352,8 +383,10 @@ def load_fit(path: str | Path) -> FitResult:
         raise ValueError(f"{path / 'summary.json'}: corrupt ({e.msg})") from None
     domains = [r[2:] for r in summary["columns"] if r.startswith("r.")]
     pools = [r[2:] for r in summary["columns"] if r.startswith("w.")]
+    evals = [r[2:] for r in summary["columns"] if r.startswith("e.")]
     law = _build_law(summary["law"], {k: v for k, v in summary["priors"].items()
-                                      if k not in NOISE_PRIORS}, domains or None, pools or None)
+                                      if k not in NOISE_PRIORS}, domains or None, pools or None,
+                     evals or None)
     idata = az.from_netcdf(str(path / "posterior.nc"))
     point = {}
     if (path / "point_fit.json").exists():

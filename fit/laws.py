@@ -30,6 +30,8 @@ __all__ = [
     "LAWS",
     "get_law",
     "mixing_law",
+    "mixing_domains_law",
+    "mixing_implicit_law",
     "filtering_law",
     "parse_prior",
     "NOISE_PRIORS",
@@ -246,6 +248,111 @@ def mixing_law(domains: Sequence[str]) -> Law:
         unscaled=tuple(f"r.{d}" for d in domains))
 
 
+def mixing_domains_law(domains: Sequence[str], evals: Sequence[str]) -> Law:
+    """Ye et al.'s mixing law per evaluation domain, with an explicit known composition.
+
+    ``L_i(r) = c_i + k_i * exp(sum_j t_ij r_j)`` for each evaluation domain i (sampled as
+    ``e_mid_i + m_i * (exp(t_i . (r - u)) - 1)``, as in ``mixing_law``), plus shared size and
+    data terms. A row's ``eval.<i>`` weights say what its loss measures: one-hot for a
+    per-domain validation loss (``loss.<i>`` columns are expanded to such rows), the known
+    composition s for an overall loss ``L = sum_i s_i L_i``. Prediction with weights s gives
+    the overall loss of that composition.
+    """
+    domains, evals = sorted(domains), sorted(evals)
+    if len(domains) < 2 or not evals:
+        raise ValueError(f"mixing_domains needs >= 2 mix.<domain> and >= 1 eval.<domain> "
+                         f"columns; got {domains}, {evals}")
+    u = 1.0 / len(domains)
+
+    def fn(x, p):
+        out = p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
+        for i in evals:
+            expo = sum(p[f"t_{i}_{j}"] * (x[f"r.{j}"] - u) for j in domains[1:])
+            out = out + x[f"e.{i}"] * (p[f"e_mid_{i}"] + p[f"m_{i}"] * jnp.expm1(expo))
+        return out
+
+    def derived(p, s):
+        out = _chinchilla_derived(p, s)
+        for i in evals:
+            shift = sum(p[f"t_{i}_{j}"] * u for j in domains[1:])
+            out |= {f"c_{i}": p[f"e_mid_{i}"] - p[f"m_{i}"],
+                    f"k_{i}": p[f"m_{i}"] * jnp.exp(-shift)}
+        return out
+
+    per_eval = []
+    for i in evals:
+        per_eval += [Param(f"e_mid_{i}", _lognormal(2.0, 0.6), f"loss on {i} at the uniform "
+                           "mixture, beyond the size terms"),
+                     Param(f"m_{i}", _lognormal(0.3, 1.0), f"scale of {i}'s mixture term")]
+        per_eval += [Param(f"t_{i}_{j}", dist.Normal(0.0, 2.0), f"effect of training on {j} "
+                           f"(vs {domains[0]}) on loss on {i}") for j in domains[1:]]
+    return Law(
+        name="mixing_domains",
+        formula="L = sum_i s_i (c_i + k_i*exp(sum_j t_ij r_j)) + A/N^alpha + B/D^beta",
+        inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains}
+        | {f"e.{i}": f"eval.{i}" for i in evals},
+        params=(*per_eval, *_size_params()), fn=fn, axis="N", derived=derived,
+        reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain and eq. 3, explicit "
+                  "composition)",
+        unscaled=tuple(f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals))
+
+
+def mixing_implicit_law(domains: Sequence[str], latent: int = 2) -> Law:
+    """Ye et al.'s mixing law for an overall loss of unknown composition: K latent domains.
+
+    ``L = sum_k s_k L_k(r) + A/N^alpha + B/D^beta`` with ``L_k = c_k + k_k exp(t_k . r)``.
+    Expanded, only ``c = sum_k s_k c_k`` and the products ``q_k = s_k k_k`` enter the loss, so
+    the softmax weights s are not identified apart from the scales; we sample q_k, t_k and
+    ``e_mid = c + sum_k q_k`` (the loss at the uniform mixture, which the data pin down where
+    c alone would trade off against every q_k); c is derived. Even so each q_k trades off
+    against the size of t_k along a curved ridge (only their sum's shape is well measured),
+    so expect weaker diagnostics than the explicit law; its predictions are what to use.
+    Label switching (permuting the latent domains leaves the law unchanged, so chains land
+    in different modes) is removed by ordering the latent domains by their effect of the
+    second training domain: ``t_1 < t_2 < ...`` on that coordinate (positive gaps).
+    """
+    domains = sorted(domains)
+    if len(domains) < 2 or latent < 1:
+        raise ValueError(f"mixing_implicit needs >= 2 mix.<domain> columns and >= 1 latent "
+                         f"domain; got {domains}, {latent}")
+    u = 1.0 / len(domains)
+    K = range(1, latent + 1)
+
+    def first_coordinate(p, k):
+        return p["t1_" + domains[1]] + sum(p[f"gap{g}"] for g in range(2, k + 1))
+
+    def fn(x, p):
+        out = p["e_mid"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
+        for k in K:
+            expo = first_coordinate(p, k) * (x[f"r.{domains[1]}"] - u)
+            expo = expo + sum(p[f"t{k}_{j}"] * (x[f"r.{j}"] - u) for j in domains[2:])
+            out = out + p[f"q{k}"] * jnp.expm1(expo)
+        return out
+
+    def derived(p, s):
+        return _chinchilla_derived(p, s) | {"c": p["e_mid"] - sum(p[f"q{k}"] for k in K)}
+
+    params = [Param("e_mid", _lognormal(2.0, 0.6), "irreducible loss at the uniform mixture")]
+    for k in K:
+        params.append(Param(f"q{k}", _lognormal(0.2, 1.0), f"weight x scale of latent {k}"))
+        if k == 1:
+            params.append(Param("t1_" + domains[1], dist.Normal(0.0, 2.0),
+                                f"latent 1: effect of {domains[1]} (vs {domains[0]})"))
+        else:
+            params.append(Param(f"gap{k}", _lognormal(1.0, 1.0),
+                                f"latent {k}'s effect of {domains[1]} minus latent {k - 1}'s"))
+        params += [Param(f"t{k}_{j}", dist.Normal(0.0, 2.0),
+                         f"latent {k}: effect of {j} (vs {domains[0]})") for j in domains[2:]]
+    return Law(
+        name=f"mixing_implicit{latent}" if latent != 2 else "mixing_implicit",
+        formula="L = c + sum_k q_k*exp(sum_j t_kj (r_j - 1/J)) + A/N^alpha + B/D^beta, latent "
+                "domains ordered by t_k,<second domain>",
+        inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains},
+        params=(*params, *_size_params()), fn=fn, axis="N", derived=derived,
+        reference="Ye et al. 2024 (data mixing laws, eq. 4, implicit composition)",
+        unscaled=tuple(f"r.{d}" for d in domains))
+
+
 MAX_EPOCHS = 64  # repetitions beyond this are treated as the 64th (their utility is ~0)
 
 
@@ -290,14 +397,22 @@ def filtering_law(pools: Sequence[str]) -> Law:
 LAWS: dict[str, Law] = {law.name: law for law in
                         (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATACON,
                          mixing_law(["<domain1>", "<domain2>"]),
+                         mixing_domains_law(["<domain1>", "<domain2>"], ["<eval1>"]),
+                         mixing_implicit_law(["<domain1>", "<domain2>"]),
                          filtering_law(["<pool1>", "<pool2>"]))}
 
 
 def get_law(name: str, *, domains: Sequence[str] | None = None,
-            pools: Sequence[str] | None = None) -> Law:
-    """A law by name; the mixing and filtering laws are built for the table's domains/pools."""
+            pools: Sequence[str] | None = None, evals: Sequence[str] | None = None) -> Law:
+    """A law by name; the mixing and filtering laws are built for the table's domains/pools
+    (``mixing_implicitK`` has K latent domains; plain ``mixing_implicit`` two)."""
     if name == "mixing" and domains is not None:
         return mixing_law(domains)
+    if name == "mixing_domains" and domains is not None and evals is not None:
+        return mixing_domains_law(domains, evals)
+    m = re.fullmatch(r"mixing_implicit(\d*)", name)
+    if m and domains is not None:
+        return mixing_implicit_law(domains, int(m.group(1) or 2))
     if name == "filtering" and pools is not None:
         return filtering_law(pools)
     try:

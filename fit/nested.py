@@ -1,0 +1,256 @@
+"""Nested prediction of a large model on an unseen mixture, as one hierarchical model.
+
+Ye et al. 2024 predict the loss of a big model trained long on a new data mixture from small,
+short runs by chaining three point fits: a step law per (mixture, size) run to extrapolate
+along steps, a size law per mixture on those extrapolations, then the mixing law across
+mixtures. Each stage treats the last one's point estimates as data, so the final number
+carries no uncertainty of the stages before it. Here the three laws are one surface,
+
+    L(r, N, S) = E(r) + a_m * (N/N0)^-alpha + b_m * (S/S0)^-beta
+    E(r)       = e_mid + m * (exp(t . (r - u)) - 1)                (mixing law, Ye eq. 1)
+    log a_m    = mu_a + g_a . (r_m - u) + tau_a * z_a[m]            (partial pooling)
+    log b_m    = mu_b + g_b . (r_m - u) + tau_b * z_b[m]
+
+fitted jointly to every point of every loss curve with NUTS (Student-t on log loss). The
+per-mixture size and step coefficients are pooled toward a regression on the mixture, so an
+unseen mixture gets a coefficient drawn from that population (``z ~ N(0, 1)``): its
+prediction carries the uncertainty of all three stages. ``chained_point_fit`` is Ye's
+pipeline, kept as the baseline (bench/nested.py compares them).
+
+Input table: one row per evaluated point of a run, with ``mix.<domain>`` proportions,
+``params`` (N), ``step`` (S) and ``loss``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+from numpyro.infer import MCMC, NUTS, init_to_median
+from scipy.optimize import curve_fit, least_squares
+
+from datalaws.fit.table import TableError
+
+__all__ = ["NestedFit", "fit_nested", "chained_point_fit", "nested_model", "simulate_nested",
+           "NESTED_TRUTH"]
+
+
+def _mixing_term(r, e_mid, m, t, u):
+    return e_mid + m * jnp.expm1((r - u)[..., 1:] @ t)
+
+
+def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studentt"):
+    """The joint surface above; ``r_MD`` the distinct training mixtures, ``mix_idx`` a row's
+    mixture, logN and logS normalised logs (``log(N/N0)``, ``log(S/S0)``)."""
+    M, D = r_MD.shape
+    u = 1.0 / D
+    e_mid = numpyro.sample("e_mid", dist.LogNormal(jnp.log(2.0), 0.6))
+    m = numpyro.sample("m", dist.LogNormal(jnp.log(0.3), 1.0))
+    t = numpyro.sample("t", dist.Normal(0.0, 2.0).expand([D - 1]).to_event(1))
+    alpha = numpyro.sample("alpha", dist.LogNormal(jnp.log(0.35), 0.5))
+    beta = numpyro.sample("beta", dist.LogNormal(jnp.log(0.35), 0.5))
+    coefs = {}
+    for c in ("a", "b"):
+        mu = numpyro.sample(f"mu_{c}", dist.Normal(jnp.log(0.5), 1.0))
+        g = numpyro.sample(f"g_{c}", dist.Normal(0.0, 1.0).expand([D - 1]).to_event(1))
+        tau = numpyro.sample(f"tau_{c}", dist.HalfNormal(0.3))
+        with numpyro.plate("mixtures", M):
+            z = numpyro.sample(f"z_{c}", dist.Normal(0.0, 1.0))
+        coefs[c] = jnp.exp(mu + (r_MD - u)[:, 1:] @ g + tau * z)
+    sigma = numpyro.sample("sigma", dist.HalfNormal(0.1))
+    loss = (_mixing_term(r_MD, e_mid, m, t, u)[mix_idx] + coefs["a"][mix_idx]
+            * jnp.exp(-alpha * logN) + coefs["b"][mix_idx] * jnp.exp(-beta * logS))
+    if likelihood == "studentt":
+        nu = numpyro.sample("nu", dist.Gamma(2.0, 0.1))
+        noise = dist.StudentT(nu, jnp.log(loss), sigma)
+    else:
+        noise = dist.Normal(jnp.log(loss), sigma)
+    with numpyro.plate("points", logN.shape[0]):
+        numpyro.sample("y", noise, obs=y)
+
+
+def _table(table: pd.DataFrame, domains: Sequence[str] | None):
+    domains = sorted(domains or [c[4:] for c in table.columns if c.startswith("mix.")])
+    need = [f"mix.{d}" for d in domains] + ["params", "step", "loss"]
+    missing = [c for c in need if c not in table.columns]
+    if missing or len(domains) < 2:
+        raise TableError(f"nested fit needs columns {need} (>= 2 mix.<domain>); missing "
+                         f"{missing}")
+    sub = table[need].astype(float)
+    bad = ~np.isfinite(sub.to_numpy()).all(1) | (sub[["params", "step", "loss"]] <= 0).any(
+        axis=1).to_numpy()
+    if bad.any():
+        raise TableError(f"rows {np.flatnonzero(bad)[:10].tolist()} have missing, non-finite or "
+                         "non-positive params/step/loss")
+    r = sub[[f"mix.{d}" for d in domains]].to_numpy()
+    if np.abs(r.sum(1) - 1).max() > 1e-3:
+        raise TableError("mix.<domain> proportions must sum to 1 on every row")
+    return domains, r, sub["params"].to_numpy(), sub["step"].to_numpy(), sub["loss"].to_numpy()
+
+
+@dataclasses.dataclass
+class NestedFit:
+    """Posterior of the nested model; ``predict`` gives draws of loss for new points."""
+
+    domains: list[str]
+    mixtures: np.ndarray  # [M, D] distinct training mixtures
+    N0: float
+    S0: float
+    samples: dict[str, np.ndarray]  # flattened over chains
+    mcmc: MCMC
+
+    def predict(self, r: Sequence[float], params: float, step: float, *, noise: bool = True,
+                seed: int = 0) -> np.ndarray:
+        """Loss draws at mixture ``r`` (in ``domains`` order), size ``params``, ``step``."""
+        s, r = self.samples, np.asarray(r, float)
+        D = len(self.domains)
+        if r.shape != (D,) or abs(r.sum() - 1) > 1e-6 or (r < 0).any():
+            raise ValueError(f"mixture {list(r)} must be {D} proportions summing to 1")
+        u = 1.0 / D
+        n = len(s["alpha"])
+        rng = np.random.default_rng(seed)
+        seen = np.flatnonzero(np.abs(self.mixtures - r).max(1) < 1e-9)
+        out = _np_mixing(r, s["e_mid"], s["m"], s["t"], u)
+        for c, x, e in (("a", params / self.N0, s["alpha"]), ("b", step / self.S0, s["beta"])):
+            z = s[f"z_{c}"][:, seen[0]] if seen.size else rng.standard_normal(n)
+            coef = np.exp(s[f"mu_{c}"] + s[f"g_{c}"] @ (r - u)[1:] + s[f"tau_{c}"] * z)
+            out = out + coef * x ** -e
+        if noise:
+            eps = rng.standard_normal(n)
+            if "nu" in s:
+                eps = rng.standard_t(s["nu"])
+            out = out * np.exp(s["sigma"] * eps)
+        return out
+
+
+def _np_mixing(r, e_mid, m, t, u):
+    return e_mid + m * np.expm1(t @ (r - u)[1:])
+
+
+def fit_nested(table: pd.DataFrame, *, domains: Sequence[str] | None = None,
+               chains: int = 4, warmup: int = 500, draws: int = 1000, seed: int = 0,
+               likelihood: str = "studentt", progress: bool = False) -> NestedFit:
+    """NUTS posterior of the nested step/size/mixture model over a table of curve points."""
+    domains, r, N, S, loss = _table(table, domains)
+    mixtures, idx = np.unique(np.round(r, 9), axis=0, return_inverse=True)
+    N0, S0 = float(np.exp(np.log(N).mean())), float(np.exp(np.log(S).mean()))
+    kernel = NUTS(nested_model, init_strategy=init_to_median, dense_mass=True,
+                  target_accept_prob=0.95)
+    method = "parallel" if jax.local_device_count() >= chains else "vectorized"
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+                chain_method=method, progress_bar=progress and method != "parallel")
+    mcmc.run(jax.random.PRNGKey(seed), jnp.asarray(mixtures), jnp.asarray(idx.ravel()),
+             jnp.asarray(np.log(N / N0)), jnp.asarray(np.log(S / S0)),
+             y=jnp.asarray(np.log(loss)), likelihood=likelihood,
+             extra_fields=("diverging", "energy"))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+    return NestedFit(list(domains), mixtures, N0, S0, samples, mcmc)
+
+
+def _power(x, e, c, p):
+    return e + c * x ** -p
+
+
+def _fit_power(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares ``y = e + c x^-p`` (x normalised), best of a small grid of starts."""
+    best = None
+    for p0 in (0.2, 0.5, 1.0):
+        try:
+            popt, _ = curve_fit(_power, x, y, p0=(y.min() * 0.9, y.max() - y.min(), p0),
+                                bounds=([0, 0, 1e-3], [np.inf, np.inf, 5]), maxfev=20000)
+        except RuntimeError:
+            continue
+        sse = float(np.sum((_power(x, *popt) - y) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, popt)
+    if best is None:
+        raise RuntimeError("power-law fit did not converge")
+    return tuple(best[1])
+
+
+def chained_point_fit(table: pd.DataFrame, *, domains: Sequence[str] | None = None):
+    """Ye et al.'s pipeline: step law per run, size law per mixture, then the mixing law.
+
+    Returns ``predict(r, params, step) -> (point, sd)``: sd is the mixing fit's residual
+    standard error, the interval such a pipeline can give without resampling.
+    """
+    domains, r, N, S, loss = _table(table, domains)
+    mixtures, idx = np.unique(np.round(r, 9), axis=0, return_inverse=True)
+    idx = idx.ravel()
+    D = len(domains)
+    u = 1.0 / D
+    S0, N0 = float(np.exp(np.log(S).mean())), float(np.exp(np.log(N).mean()))
+
+    def predict(r_new, params, step):
+        at_target = []
+        for j in range(len(mixtures)):
+            sizes, ys = [], []
+            for n in np.unique(N[idx == j]):
+                run = (idx == j) & (N == n)
+                e, c, p = _fit_power(S[run] / S0, loss[run])  # stage 1: steps
+                sizes.append(n)
+                ys.append(_power(step / S0, e, c, p))
+            e, c, p = _fit_power(np.array(sizes) / N0, np.array(ys))  # stage 2: size
+            at_target.append(_power(params / N0, e, c, p))
+        y = np.array(at_target)
+
+        def resid(v):  # stage 3: mixing law c + k exp(t . r)
+            return v[0] + v[1] * np.exp((mixtures - u)[:, 1:] @ v[2:]) - y
+
+        v0 = np.concatenate([[y.min() * 0.9, 0.1], np.zeros(D - 1)])
+        fit = least_squares(resid, v0, bounds=([0, 0] + [-20] * (D - 1),
+                                               [np.inf, np.inf] + [20] * (D - 1)))
+        dof = max(len(y) - len(v0), 1)
+        sd = float(np.sqrt(np.sum(fit.fun**2) / dof))
+        v = fit.x
+        point = v[0] + v[1] * np.exp((np.asarray(r_new) - u)[1:] @ v[2:])
+        return float(point), sd
+
+    return predict
+
+
+# A known truth for tests and bench/nested.py: 3 domains, sizes and steps like Ye's small runs.
+NESTED_TRUTH = {"e_mid": 1.9, "m": 0.3, "t": [-1.0, 0.8], "alpha": 0.3, "beta": 0.45,
+                "mu_a": np.log(0.5), "g_a": [0.4, -0.3], "tau_a": 0.1,
+                "mu_b": np.log(0.4), "g_b": [0.2, 0.3], "tau_b": 0.1, "sigma": 0.006}
+_N_REF, _S_REF = 1e8, 2000.0
+
+
+def _true_loss(truth, r, N, S, z_a, z_b):
+    r = np.asarray(r, float)
+    u = 1.0 / len(r)
+    a = np.exp(truth["mu_a"] + np.dot(truth["g_a"], (r - u)[1:]) + truth["tau_a"] * z_a)
+    b = np.exp(truth["mu_b"] + np.dot(truth["g_b"], (r - u)[1:]) + truth["tau_b"] * z_b)
+    e = _np_mixing(r, truth["e_mid"], truth["m"], np.asarray(truth["t"]), u)
+    return e + a * (N / _N_REF) ** -truth["alpha"] + b * (S / _S_REF) ** -truth["beta"]
+
+
+def simulate_nested(seed: int, *, mixtures: int = 8, sizes: Sequence[float] = (2e7, 4e7, 8e7,
+                    1.6e8), steps: Sequence[float] = tuple(np.geomspace(500, 8000, 8)),
+                    truth: dict | None = None):
+    """(curve table, ``heldout(r, N, S, rng) -> a noisy loss at a new mixture``)."""
+    truth = truth or NESTED_TRUTH
+    rng = np.random.default_rng(seed)
+    D = len(truth["t"]) + 1
+    rows = []
+    for _ in range(mixtures):
+        r = rng.dirichlet(np.ones(D))
+        z_a, z_b = rng.standard_normal(2)
+        for n in sizes:
+            for s in steps:
+                loss = _true_loss(truth, r, n, s, z_a, z_b) * np.exp(
+                    truth["sigma"] * rng.standard_normal())
+                rows.append({**{f"mix.d{j}": r[j] for j in range(D)}, "params": n, "step": s,
+                             "loss": loss})
+
+    def heldout(r, N, S, rng):
+        z_a, z_b, eps = rng.standard_normal(3)
+        return _true_loss(truth, r, N, S, z_a, z_b) * np.exp(truth["sigma"] * eps)
+
+    return pd.DataFrame(rows), heldout
