@@ -206,7 +206,7 @@ def _host_devices_for_chains(n: int = 4) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("fit", "predict", "plan", "report", "demo"):
+    if argv and argv[0] in ("fit", "predict", "plan", "report", "demo", "nested"):
         _host_devices_for_chains()  # before the subcommand modules import jax
     args = build_parser().parse_args(argv)
     try:

@@ -128,7 +128,73 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_nested(a: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import arviz as az
+    import numpy as np
+
+    from datalaws.cli import EXIT_BAD_DIAGNOSTICS
+    from datalaws.fit.infer import diagnose
+    from datalaws.fit.nested import fit_nested
+    from datalaws.fit.table import read_table
+    from datalaws.records import atomic_write_text
+
+    table = read_table(a.data)
+    f = fit_nested(table, chains=a.chains, warmup=a.warmup, draws=a.draws, seed=a.seed,
+                   progress=True)
+    idata = az.from_numpyro(f.mcmc)
+    names = [v for v in idata.posterior.data_vars if not v.startswith("z_")]
+    diag = diagnose(idata, names)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".posterior.nc.tmp"
+    idata.to_netcdf(str(tmp))
+    tmp.replace(out / "posterior.nc")
+    summary = {"model": "nested step/size/mixture (datalaws.fit.nested)",
+               "domains": f.domains, "N0": f.N0, "S0": f.S0,
+               "params": {n: {"mean": float(np.mean(f.samples[n])),
+                              "q05": np.quantile(f.samples[n], 0.05, axis=0).tolist(),
+                              "q95": np.quantile(f.samples[n], 0.95, axis=0).tolist()}
+                          for n in names},
+               "diagnostics": {"ok": diag.ok, "failures": diag.failures()}}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    for n in ("alpha", "beta", "e_mid"):
+        p = summary["params"][n]
+        print(f"{n:6s} {p['mean']:.4f} [{p['q05']:.4f}, {p['q95']:.4f}]")
+    if a.at:
+        points = read_table(a.at)
+        rows = []
+        for _, row in points.iterrows():
+            r = [float(row[f"mix.{d}"]) for d in f.domains]
+            q = np.quantile(f.predict(r, float(row["params"]), float(row["step"])),
+                            [0.05, 0.5, 0.95])
+            rows.append(dict(row) | {"loss_q05": q[0], "loss_q50": q[1], "loss_q95": q[2]})
+            print(f"{dict(row)}: loss {q[1]:.4f} [{q[0]:.4f}, {q[2]:.4f}]")
+        import pandas as pd
+
+        atomic_write_text(out / "predictions.csv", pd.DataFrame(rows).to_csv(index=False))
+    print(f"wrote {out}/posterior.nc, summary.json" + (", predictions.csv" if a.at else ""))
+    if not diag.ok:
+        for msg in diag.failures():
+            print(f"diagnostics FAILED: {msg}", file=sys.stderr)
+        return 0 if a.allow_bad else EXIT_BAD_DIAGNOSTICS
+    return 0
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    n = sub.add_parser("nested", help="step x size x mixture as one hierarchical model")
+    n.add_argument("data", help="loss curves: mix.<domain>, params, step, loss per row")
+    n.add_argument("--at", help="points to predict: mix.<domain>, params, step columns")
+    n.add_argument("--out", required=True, help="output folder")
+    n.add_argument("--chains", type=int, default=4)
+    n.add_argument("--warmup", type=int, default=500)
+    n.add_argument("--draws", type=int, default=1000)
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--allow-bad", action="store_true", help="exit 0 despite bad diagnostics")
+    n.set_defaults(func=_cmd_nested)
+
     r = sub.add_parser("report", help="self-contained HTML report of one or more fits")
     r.add_argument("fit_dirs", nargs="+")
     r.add_argument("--data", help="the table the fits used (for curves and residuals)")

@@ -54,3 +54,24 @@ def test_bad_tables_are_named():
     bad.loc[3, "loss"] = -1.0
     with pytest.raises(TableError, match=r"rows \[3\]"):
         fit_nested(bad)
+
+
+def test_nested_command_writes_fit_and_predictions(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from datalaws.cli import main
+
+    table, _ = simulate_nested(3, mixtures=4, sizes=(2e7, 8e7), steps=(500, 2000, 8000))
+    table.to_csv(tmp_path / "curves.csv", index=False)
+    pd.DataFrame({"mix.d0": [0.2], "mix.d1": [0.3], "mix.d2": [0.5], "params": [1e9],
+                  "step": [16000]}).to_csv(tmp_path / "at.csv", index=False)
+    code = main(["nested", str(tmp_path / "curves.csv"), "--at", str(tmp_path / "at.csv"),
+                 "--out", str(tmp_path / "n"), "--warmup", "200", "--draws", "200",
+                 "--allow-bad"])
+    assert code == 0
+    pred = pd.read_csv(tmp_path / "n" / "predictions.csv")
+    assert pred.loss_q05[0] < pred.loss_q50[0] < pred.loss_q95[0]
+    assert (tmp_path / "n" / "posterior.nc").exists()
+    assert "alpha" in json.loads((tmp_path / "n" / "summary.json").read_text())["params"]
