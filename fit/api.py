@@ -328,6 +328,10 @@ def predictive_draws(result: FitResult, points: pd.DataFrame, *, seed: int = 1
     """Draws [samples, rows] of every predicted quantity at ``points``."""
     law = result.law
     cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
+    evals = [r[2:] for r in law.inputs if r.startswith("e.")]
+    if evals and not any(c.startswith("eval.") for c in points.columns):
+        raise TableError(f"points to predict need eval.<domain> weights, the composition whose "
+                         f"loss to predict (one-hot for one domain); domains: {evals}")
     points = _law_frame(points, law)
     data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
     x = data.normalised(result.scales)
