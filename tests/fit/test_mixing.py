@@ -5,10 +5,12 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pytest
 
 from datalaws.fit import FitConfig, fit
 from datalaws.fit.laws import mixing_law
 from datalaws.fit.mixture import best_mixture, optimise_mixture
+from datalaws.fit.table import TableError
 
 TRUTH = {"c": 1.6, "k": 0.4, "t_code": -0.8, "t_web": 0.6, "a": 0.4, "alpha": 0.33, "b": 0.35,
          "beta": 0.3}
@@ -115,6 +117,8 @@ def test_per_domain_mixing_law_with_explicit_composition():
                                           "eval.web": float(i == "web")}))["loss_law_mean"][0]
             for i in ("books", "web")}
     mixed = predict(r, point.assign(**{"eval.books": 0.3, "eval.web": 0.7}))
+    with pytest.raises(TableError, match=r"eval.<domain> weights"):
+        predict(r, point)
     np.testing.assert_allclose(mixed["loss_law_mean"][0], 0.3 * both["books"] + 0.7 * both["web"],
                                rtol=1e-5)
 
