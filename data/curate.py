@@ -118,18 +118,22 @@ def make_pools(store: str | Path, domain: str, *, by: str,
     bins = np.digitize(score, edges)  # 0 .. len(edges); higher bin = higher score
     order = range(len(edges) + 1) if ascending else range(len(edges), -1, -1)
     prefix = prefix or domain
-    out = []
+    pools = []  # every pool is checked before any is written: a bad cut leaves no debris
     for rank, b in enumerate(order, 1):
         pick = np.flatnonzero(scored & (bins == b))
+        name = f"{prefix}_p{rank}"
         if len(pick) == 0:
             raise StoreError(f"pool {rank} of {domain!r} by {by!r} would be empty; use fewer "
                              "or other cut points")
+        if (Path(store) / name / "meta.json").exists():
+            raise StoreError(f"{Path(store) / name}: domain already exists; choose another "
+                             "prefix")
         lo = edges[b - 1] if b > 0 else -np.inf
         hi = edges[b] if b < len(edges) else np.inf
-        out.append(_write_subset(Path(store), domain, f"{prefix}_p{rank}", pick, {
-            "pool_of": domain, "pool_by": by, "pool_rank": rank,
-            "pool_range": [float(lo), float(hi)], "unscored_docs": int((~scored).sum())}))
-    return out
+        pools.append((name, pick, {"pool_of": domain, "pool_by": by, "pool_rank": rank,
+                                   "pool_range": [float(lo), float(hi)],
+                                   "unscored_docs": int((~scored).sum())}))
+    return [_write_subset(Path(store), domain, name, pick, prov) for name, pick, prov in pools]
 
 
 def _ngram_counts(doc: np.ndarray, buckets: int) -> np.ndarray:

@@ -112,6 +112,8 @@ class NestedFit:
         D = len(self.domains)
         if r.shape != (D,) or abs(r.sum() - 1) > 1e-6 or (r < 0).any():
             raise ValueError(f"mixture {list(r)} must be {D} proportions summing to 1")
+        if not (params > 0 and step > 0):
+            raise ValueError(f"params={params} and step={step} must be > 0")
         u = 1.0 / D
         n = len(s["alpha"])
         rng = np.random.default_rng(seed)
