@@ -150,11 +150,12 @@ def select_like(store: str | Path, raw: str, target: str, out: str, *, tokens: i
         raise ValueError(f"tokens={tokens} must be > 0")
     raw_docs, _, _ = read_docs(store, raw)
     tgt_docs, _, _ = read_docs(store, target)
-    raw_f = np.stack([_ngram_counts(d, buckets) for d in raw_docs]).astype(np.float64)
+    # two passes over the raw documents, never a [docs, buckets] matrix in memory
     tgt_f = sum(_ngram_counts(d, buckets) for d in tgt_docs).astype(np.float64)
+    raw_f = sum(_ngram_counts(d, buckets) for d in raw_docs).astype(np.float64)
     log_p = np.log((tgt_f + 1) / (tgt_f + 1).sum())  # add-one smoothed bag of n-grams
-    log_q = np.log((raw_f.sum(0) + 1) / (raw_f.sum(0) + 1).sum())
-    log_w = raw_f @ (log_p - log_q)
+    log_q = np.log((raw_f + 1) / (raw_f + 1).sum())
+    log_w = np.array([_ngram_counts(d, buckets) @ (log_p - log_q) for d in raw_docs])
     gumbel = np.random.default_rng(seed).gumbel(size=len(raw_docs))
     order = np.argsort(-(log_w + gumbel))  # Gumbel top-k = sampling w/o replacement ∝ w
     lengths = np.array([len(raw_docs[i]) for i in order])
