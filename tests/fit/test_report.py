@@ -27,7 +27,8 @@ def report(tmp_path_factory):
     L = L * np.exp(0.01 * rng.standard_normal(60))
     df = pd.DataFrame({"params": N, "tokens": D, "loss": L})
     df.to_csv(tmp / "runs.csv", index=False)
-    cfg = FitConfig(chains=4, warmup=300, draws=300, progress=False)
+    # the report is under test, not the sampler: two short chains are enough
+    cfg = FitConfig(chains=2, warmup=200, draws=200, progress=False)
     for law in ("chinchilla", "overtrain"):
         save_fit(fit(df, law, config=cfg, holdout="params > 2e9"), tmp / law)
     assert main(["plan", str(tmp / "chinchilla"), "--budget", "1e21"]) == 0
