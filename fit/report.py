@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from datalaws.fit.api import FitResult, load_fit, predictive_draws  # noqa: E402
+from datalaws.fit.api import FitResult, _law_frame, load_fit, predictive_draws  # noqa: E402
 
 __all__ = ["write_report"]
 
@@ -70,6 +70,7 @@ def _curves(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
 
 def _residuals(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
     cols = r.summary["columns"]
+    df = _law_frame(df, r.law)  # the rows the law was fitted to (e.g. one per eval domain)
     draws = predictive_draws(r, df)["loss_law"]
     med = np.median(draws, axis=0)
     y = df[cols["loss"]].to_numpy()
