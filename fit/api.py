@@ -358,15 +358,20 @@ def _holdout_metrics(result: FitResult, held: pd.DataFrame, columns) -> dict:
     return out
 
 
+def save_idata(idata: az.InferenceData, path: Path) -> None:
+    """Write InferenceData as NetCDF atomically (temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    idata.to_netcdf(str(tmp))
+    tmp.replace(path)
+
+
 def save_fit(result: FitResult, out: str | Path) -> Path:
     """Write ``posterior.nc``, ``summary.json`` and ``point_fit.json`` into ``out`` atomically."""
     from datalaws.records import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".posterior.nc.tmp"
-    result.idata.to_netcdf(str(tmp))
-    tmp.replace(out / "posterior.nc")
+    save_idata(result.idata, out / "posterior.nc")
     atomic_write_text(out / "point_fit.json", json.dumps(
         {"params": result.point, "derived": {k: float(v) for k, v in result.law.derived(
             result.point, result.scales).items()}, "method": "Huber(1e-3) on log loss, "

@@ -136,6 +136,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     import numpy as np
 
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS
+    from datalaws.fit.api import save_idata
     from datalaws.fit.infer import diagnose
     from datalaws.fit.nested import fit_nested
     from datalaws.fit.table import read_table
@@ -149,9 +150,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     diag = diagnose(idata, names)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".posterior.nc.tmp"
-    idata.to_netcdf(str(tmp))
-    tmp.replace(out / "posterior.nc")
+    save_idata(idata, out / "posterior.nc")
     summary = {"model": "nested step/size/mixture (datalaws.fit.nested)",
                "domains": f.domains, "N0": f.N0, "S0": f.S0,
                "params": {n: {"mean": float(np.mean(f.samples[n])),

@@ -189,8 +189,12 @@ def chained_point_fit(table: pd.DataFrame, *, domains: Sequence[str] | None = No
     u = 1.0 / D
     S0, N0 = float(np.exp(np.log(S).mean())), float(np.exp(np.log(N).mean()))
 
-    def predict(r_new, params, step):
-        at_target = []
+    stages = {}  # (params, step) -> stage-2 predictions per training mixture
+
+    def at_target(params, step):
+        if (params, step) in stages:
+            return stages[params, step]
+        out = []
         for j in range(len(mixtures)):
             sizes, ys = [], []
             for n in np.unique(N[idx == j]):
@@ -199,8 +203,12 @@ def chained_point_fit(table: pd.DataFrame, *, domains: Sequence[str] | None = No
                 sizes.append(n)
                 ys.append(_power(step / S0, e, c, p))
             e, c, p = _fit_power(np.array(sizes) / N0, np.array(ys))  # stage 2: size
-            at_target.append(_power(params / N0, e, c, p))
-        y = np.array(at_target)
+            out.append(_power(params / N0, e, c, p))
+        stages[params, step] = np.array(out)
+        return stages[params, step]
+
+    def predict(r_new, params, step):
+        y = at_target(params, step)
 
         def resid(v):  # stage 3: mixing law c + k exp(t . r)
             return v[0] + v[1] * np.exp((mixtures - u)[:, 1:] @ v[2:]) - y

@@ -19,17 +19,26 @@ M = TRUTH["k"] * np.exp(SHIFT)
 SAMPLED = TRUTH | {"m": M, "e_mid": TRUTH["c"] + M}
 
 
-def _table(seed, n=60):
+FAST = FitConfig(chains=4, warmup=500, draws=500, progress=False)
+DOMAINS = ("books", "code", "web")
+
+
+def _runs(seed, n):
     rng = np.random.default_rng(seed)
     r = rng.dirichlet([1, 1, 1], n)
     df = pd.DataFrame({"params": np.exp(rng.uniform(np.log(2e7), np.log(2e9), n)),
                        "tokens": np.exp(rng.uniform(np.log(4e8), np.log(1e11), n))})
-    for i, d in enumerate(("books", "code", "web")):
+    for i, d in enumerate(DOMAINS):
         df[f"mix.{d}"] = r[:, i]
-    law = mixing_law(["books", "code", "web"])
     x = {"N": df.params / np.exp(np.log(df.params).mean()),
          "D": df.tokens / np.exp(np.log(df.tokens).mean())}
-    x |= {f"r.{d}": df[f"mix.{d}"].to_numpy() for d in ("books", "code", "web")}
+    x |= {f"r.{d}": df[f"mix.{d}"].to_numpy() for d in DOMAINS}
+    return rng, df, x
+
+
+def _table(seed, n=60):
+    rng, df, x = _runs(seed, n)
+    law = mixing_law(list(DOMAINS))
     df["loss"] = np.asarray(law.fn(x, SAMPLED)) * np.exp(0.01 * rng.standard_normal(n))
     return df
 
@@ -68,23 +77,6 @@ def test_optimiser_finds_an_interior_optimum():
     truth = full[::7][vals.argmin()]
     out = optimise_mixture(loss, 3)
     assert np.abs(out["mixture"] - truth).sum() < 0.02, (out["mixture"], truth)
-
-
-FAST = FitConfig(chains=4, warmup=500, draws=500, progress=False)
-DOMAINS = ("books", "code", "web")
-
-
-def _runs(seed, n):
-    rng = np.random.default_rng(seed)
-    r = rng.dirichlet([1, 1, 1], n)
-    df = pd.DataFrame({"params": np.exp(rng.uniform(np.log(2e7), np.log(2e9), n)),
-                       "tokens": np.exp(rng.uniform(np.log(4e8), np.log(1e11), n))})
-    for i, d in enumerate(DOMAINS):
-        df[f"mix.{d}"] = r[:, i]
-    x = {"N": df.params / np.exp(np.log(df.params).mean()),
-         "D": df.tokens / np.exp(np.log(df.tokens).mean())}
-    x |= {f"r.{d}": df[f"mix.{d}"].to_numpy() for d in DOMAINS}
-    return rng, df, x
 
 
 def _covered(summary, truth):
