@@ -5,8 +5,8 @@ token (``eod``). ``PackedSequences`` cuts it into windows of ``seq_len + 1`` tok
 no padding, documents cross window edges) and marks where documents start, so positions
 restart at each document. The pipeline is a grain chain:
 
-    source -> slice(unique budget) -> repeat(epochs) -> shuffle(seed) -> mix(weights) -> batch
-           -> [multiprocess prefetch (workers)]
+    window ids -> slice(unique budget) -> shuffle(seed) -> repeat(epochs) -> mix(weights)
+               -> batch -> read tokens (one gather per batch) -> [multiprocess prefetch]
 
 It is deterministic for a seed and its iterator state checkpoints (``get_state`` /
 ``set_state``; model/ saves it with Orbax).
@@ -15,6 +15,7 @@ It is deterministic for a seed and its iterator state checkpoints (``get_state``
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import grain
@@ -23,38 +24,68 @@ import numpy as np
 __all__ = ["PackedSequences", "LoaderConfig", "make_loader", "markov_stream"]
 
 
-class PackedSequences(grain.sources.RandomAccessDataSource if hasattr(
-        grain.sources, "RandomAccessDataSource") else object):
+def _positions(inputs: np.ndarray, eod: int) -> np.ndarray:
+    """Position of each token within its document; restarts after every ``eod`` (rows)."""
+    starts = np.concatenate([np.ones_like(inputs[:, :1], bool), inputs[:, :-1] == eod], axis=1)
+    idx = np.arange(inputs.shape[1])
+    last_start = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
+    return (idx - last_start).astype(np.int32)
+
+
+class PackedSequences:
     """Random access to windows ``[inputs (T), targets (T), positions (T)]`` of a stream."""
 
-    def __init__(self, tokens: Sequence[int] | np.ndarray, seq_len: int, eod: int):
+    def __init__(self, tokens: np.ndarray, seq_len: int, eod: int):
         if seq_len <= 0:
             raise ValueError(f"seq_len={seq_len} must be > 0")
         self.tokens, self.seq_len, self.eod = tokens, seq_len, eod
-        self._n = (len(tokens) - 1) // seq_len
+        self._n = (tokens.shape[0] - 1) // seq_len  # numpy, memmap or TensorStore
         if self._n <= 0:
-            raise ValueError(f"a stream of {len(tokens)} tokens holds no window of "
+            raise ValueError(f"a stream of {tokens.shape[0]} tokens holds no window of "
                              f"{seq_len + 1}")
 
     def __len__(self) -> int:
         return self._n
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.read(np.array([i])).items()}
+
+    def read(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """The given windows as ``[len(windows), T]`` arrays, read in one gather."""
         t = self.seq_len
-        w = self.tokens[i * t: i * t + t + 1]
-        if hasattr(w, "read"):  # a TensorStore view: random access into the zarr store
-            w = w.read().result()
-        w = np.asarray(w, dtype=np.int32)
-        inputs = w[:-1]
-        # positions restart after every end-of-document token (document boundaries)
-        starts = np.concatenate([[True], inputs[:-1] == self.eod])
-        idx = np.arange(t)
-        last_start = np.maximum.accumulate(np.where(starts, idx, 0))
-        positions = (idx - last_start).astype(np.int32)
-        return {"inputs": inputs, "targets": w[1:], "positions": positions}
+        if hasattr(self.tokens, "read"):  # a TensorStore view: concurrent window reads
+            futures = [self.tokens[i * t: i * t + t + 1].read() for i in windows]
+            w = np.stack([f.result() for f in futures]).astype(np.int32)
+        else:  # numpy array or memmap: one fancy-index gather
+            w = np.asarray(self.tokens[windows[:, None] * t + np.arange(t + 1)], dtype=np.int32)
+        inputs = w[:, :-1]
+        return {"inputs": inputs, "targets": w[:, 1:], "positions": _positions(inputs, self.eod)}
 
     def __repr__(self) -> str:
         return f"PackedSequences(windows={self._n}, seq_len={self.seq_len})"
+
+
+class _ReadBatch(grain.transforms.Map):
+    """(domain ids, window ids) of a batch -> the batch's arrays, one gather per domain.
+
+    grain shuffles, mixes, repeats and batches cheap window *indices*; the tokens are read
+    here, once per batch, because grain's per-element overhead (~100 us) would otherwise
+    dominate the reading of a window.
+    """
+
+    def __init__(self, sources: Sequence[PackedSequences]):
+        self.sources = sources
+
+    def map(self, element: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        domain, window = element
+        t = self.sources[0].seq_len
+        out = {k: np.empty((len(window), t), np.int32) for k in ("inputs", "targets",
+                                                                "positions")}
+        for d in np.unique(domain):
+            rows = domain == d
+            for k, v in self.sources[d].read(window[rows]).items():
+                out[k][rows] = v
+        return out
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,37 +112,41 @@ class LoaderConfig:
                              "be > 0")
 
 
-def make_loader(streams: Mapping[str, Sequence[int] | np.ndarray], config: LoaderConfig, *,
+def make_loader(streams: Mapping[str, np.ndarray], config: LoaderConfig, *,
                 eod: int, process_index: int = 0, process_count: int = 1
                 ) -> grain.IterDataset:
     """A batched grain ``IterDataset`` over the mixture; ``iter()`` it to get batches.
 
     With a unique-token budget U, each domain contributes its share ``U * r`` of distinct
     windows, repeated ``epochs`` times: every window is seen exactly ``epochs`` times.
-    Processes take disjoint interleaved slices of every domain.
+    Processes take disjoint interleaved slices of every domain. A stream is a numpy array,
+    a memmap, or a TensorStore view (read window by window, concurrently).
     """
     missing = set(config.mixture) - set(streams)
     if missing:
         raise ValueError(f"mixture names domain(s) {sorted(missing)} that the data lacks; "
                          f"available: {sorted(streams)}")
-    datasets, weights = [], []
-    for i, (domain, r) in enumerate(sorted(config.mixture.items())):
+    datasets, weights, sources = [], [], []
+    for domain, r in sorted(config.mixture.items()):
         if r == 0:
             continue
-        ds = grain.MapDataset.source(PackedSequences(streams[domain], config.seq_len, eod))
+        src = PackedSequences(streams[domain], config.seq_len, eod)
+        windows = len(src)
         if config.unique_tokens is not None:
             windows = int(config.unique_tokens * r) // config.seq_len
-            if windows < 1 or windows > len(ds):
+            if windows < 1 or windows > len(src):
                 raise ValueError(f"domain {domain!r}: a unique budget of "
                                  f"{config.unique_tokens * r:.0f} tokens needs {windows} windows;"
-                                 f" it has {len(ds)}")
-            ds = ds[:windows]
-        ds = ds[process_index::process_count]
+                                 f" it has {len(src)}")
+        i = len(sources)
+        ds = grain.MapDataset.range(windows)[process_index::process_count]
         ds = ds.shuffle(seed=config.seed + 1000 * i).repeat(config.epochs)
-        datasets.append(ds)
+        datasets.append(ds.map(functools.partial(_tag, i)))
         weights.append(r)
+        sources.append(src)
     mixed = grain.MapDataset.mix(datasets, weights) if len(datasets) > 1 else datasets[0]
-    out = mixed.batch(config.batch, drop_remainder=True).to_iter_dataset()
+    out = (mixed.batch(config.batch, drop_remainder=True).map(_ReadBatch(sources))
+           .to_iter_dataset())
     if config.workers:
         from absl import flags
 
@@ -120,6 +155,10 @@ def make_loader(streams: Mapping[str, Sequence[int] | np.ndarray], config: Loade
         # workers take interleaved slices and are read round-robin: same order as 0 workers
         out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.workers))
     return out
+
+
+def _tag(domain: int, window: int) -> tuple[int, int]:
+    return domain, window
 
 
 def markov_stream(n_tokens: int, vocab: int, *, eod: int = 0, seed: int = 0,

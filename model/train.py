@@ -355,11 +355,9 @@ def evaluate(model: Transformer, valid: Mapping[str, np.ndarray], c: TrainConfig
     for domain, stream in valid.items():
         src = PackedSequences(stream, c.model.seq_len, eod)
         n = min(len(src), c.eval_batches * c.batch)
-        items = [src[i] for i in range(n)]
         losses = []
         for i in range(0, n - c.batch + 1, c.batch):
-            b = {k: jnp.asarray(np.stack([it[k] for it in items[i:i + c.batch]]))
-                 for k in items[0]}
+            b = {k: jnp.asarray(v) for k, v in src.read(np.arange(i, i + c.batch)).items()}
             losses.append(float(batch_loss(model, b)))
         if losses:
             out[domain] = float(np.mean(losses))

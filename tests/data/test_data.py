@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from datalaws.data.loader import LoaderConfig, make_loader
+from datalaws.data.loader import LoaderConfig, PackedSequences, make_loader
 from datalaws.data.store import (
     StoreError,
     diversity,
@@ -78,11 +78,20 @@ def test_repetition_sees_every_window_exactly_r_times():
 
 
 def test_positions_restart_at_document_boundaries():
-    from datalaws.data.loader import PackedSequences
-
     s = np.array([5, 6, 0, 7, 8, 9, 0, 1, 2])
     item = PackedSequences(s, 8, eod=0)[0]
     assert list(item["positions"]) == [0, 1, 2, 0, 1, 2, 3, 0]
+
+
+def test_tensorstore_stream_reads_the_same_windows_as_numpy():
+    import tensorstore as ts
+
+    s = np.arange(1, 1001) % 13
+    windows = np.array([3, 7, 0, 98])
+    from_zarr = PackedSequences(ts.array(s.astype(np.uint16)), 10, eod=0).read(windows)
+    from_numpy = PackedSequences(s, 10, eod=0).read(windows)
+    for k in from_numpy:
+        np.testing.assert_array_equal(from_zarr[k], from_numpy[k])
 
 
 def test_diversity_matches_gzip():
