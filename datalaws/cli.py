@@ -106,8 +106,9 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     from datalaws.records import parse_mixture
 
     mixture = parse_mixture(a.mixture) if a.mixture else None
+    evals = parse_mixture(a.evals) if a.evals else None
     p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
-             metric=a.metric, mixture=mixture)
+             metric=a.metric, mixture=mixture, evals=evals)
     cols = [c for c in p.candidates.columns if c != "score"]
     print(f"budget {budget:.3g} FLOPs, objective {a.objective} of {a.metric}; best candidates:")
     print(p.candidates[cols].head(10).fillna("-").to_string(
@@ -127,7 +128,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 
         kind_q = None if a.objective == "mean" else int(a.objective[1:]) / 100
         best = best_mixture(result, params=p.chosen["params"], tokens=p.chosen["tokens"],
-                            quantile=kind_q, default=mixture)
+                            quantile=kind_q, default=mixture, evals=evals)
         print("best mixture at the plan: " + ", ".join(
             f"{k}={v:.3f}" for k, v in best["mixture"].items())
             + f"; P(beats --mixture) = {best['p_beats_default']:.2f}")
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--metric", default="loss", help="loss or acc.<task> (needs a link)")
     pl.add_argument("--unique-tokens", type=float, help="unique tokens available")
     pl.add_argument("--mixture", help="current mixture domain=r,... (mixing-law fits)")
+    pl.add_argument("--evals", help="validation composition domain=w,... whose loss to plan "
+                    "for (per-domain mixing fits)")
     pl.add_argument("--pools", help="unique tokens per pool, hq=1e9,web=5e10 (filtering fits)")
     pl.add_argument("--tokens", help="token budgets, 1e9,1e10 (filtering fits)")
     pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")

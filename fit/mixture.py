@@ -57,16 +57,29 @@ def optimise_mixture(loss_draws: Callable[[jnp.ndarray], jnp.ndarray], n_domains
 
 def best_mixture(result: FitResult, *, params: float, tokens: float,
                  quantile: float | None = None, default: Mapping[str, float] | None = None,
-                 seed: int = 0) -> dict:
-    """The best training mixture under a fitted ``mixing`` law at a model size and budget."""
+                 evals: Mapping[str, float] | None = None, seed: int = 0) -> dict:
+    """The best training mixture under a fitted mixing law at a model size and budget.
+
+    For the per-domain law (``mixing_domains``) ``evals`` gives the composition of the
+    validation loss to minimise, e.g. ``{"web": 0.7, "books": 0.3}``.
+    """
     law = result.law
     domains = [r[2:] for r in law.inputs if r.startswith("r.")]
     if not domains:
         raise ValueError(f"law {law.name!r} has no mixture inputs; fit the mixing law")
+    eval_domains = [r[2:] for r in law.inputs if r.startswith("e.")]
+    if eval_domains and not evals:
+        raise ValueError(f"law {law.name!r} predicts a loss per evaluation domain: give evals "
+                         f"(domain -> weight) for the loss to minimise; domains: {eval_domains}")
+    unknown = set(evals or {}) - set(eval_domains)
+    if unknown:
+        raise ValueError(f"evals names {sorted(unknown)}, which law {law.name!r} does not "
+                         f"predict; its evaluation domains: {eval_domains}")
     samples = {p.name: jnp.asarray(v) for p, v in
                ((p, result.samples()[p.name]) for p in law.params)}
     base = {"N": jnp.asarray(params / result.scales["N"]),
             "D": jnp.asarray(tokens / result.scales["D"])}
+    base |= {f"e.{e}": jnp.asarray(float((evals or {}).get(e, 0.0))) for e in eval_domains}
 
     def loss_draws(r):
         x = base | {f"r.{d}": r[i] for i, d in enumerate(domains)}

@@ -65,21 +65,33 @@ def parse_objective(text: str) -> tuple[str, float | None]:
 
 
 def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None,
-           mixture: dict[str, float] | None = None) -> pd.DataFrame:
+           mixture: dict[str, float] | None = None,
+           evals: dict[str, float] | None = None) -> pd.DataFrame:
     """Candidate runs as a table in the fit's own columns."""
     cols = result.summary["columns"]
     inputs = result.law.inputs
     mix_roles = [r for r in inputs if r.startswith("r.")]
-    missing = set(inputs) - {"N", "D", "U", "repetitions", *mix_roles}
+    eval_roles = [r for r in inputs if r.startswith("e.")]
+    missing = set(inputs) - {"N", "D", "U", "repetitions", *mix_roles, *eval_roles}
     if missing:
         raise ValueError(f"law {result.law.name!r} also needs {sorted(missing)}; the planner "
                          "searches size and tokens only for this law")
     if mix_roles and mixture is None:
         raise ValueError(f"law {result.law.name!r} depends on the mixture: give --mixture "
                          "(datalaws then also reports the best mixture at the plan)")
+    if eval_roles and not evals:
+        raise ValueError(f"law {result.law.name!r} predicts a loss per evaluation domain: give "
+                         "--evals domain=weight,... (the composition whose loss to plan for); "
+                         f"domains: {[r[2:] for r in eval_roles]}")
+    unknown = set(evals or {}) - {r[2:] for r in eval_roles}
+    if unknown:
+        raise ValueError(f"--evals names {sorted(unknown)}; law {result.law.name!r} predicts "
+                         f"{[r[2:] for r in eval_roles] or 'no per-domain losses'}")
     frame = pd.DataFrame({cols["N"]: N})
     for r in mix_roles:
         frame[cols[r]] = float((mixture or {}).get(r[2:], 0.0))
+    for r in eval_roles:
+        frame[f"eval.{r[2:]}"] = float(evals.get(r[2:], 0.0))
     if "D" in inputs:
         frame[cols["D"]] = D
     if "U" in inputs:  # the data-constrained law: repetitions from the unique budget
@@ -93,7 +105,8 @@ def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
 def plan(result: FitResult, budget: float, *, objective: str = "mean",
          sizes: dict[str, float] | None = None, unique_tokens: float | None = None,
          metric: str = "loss", grid: int = 400, seed: int = 0,
-         mixture: dict[str, float] | None = None) -> Plan:
+         mixture: dict[str, float] | None = None,
+         evals: dict[str, float] | None = None) -> Plan:
     """Best (N, D = budget / 6N) under the posterior; see the module docstring."""
     if budget <= 0 or not np.isfinite(budget):
         raise ValueError(f"budget={budget}: FLOPs must be a positive number")
@@ -111,7 +124,7 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
     Ns, D, names = Ns[keep], D[keep], [n for n, k in zip(names, keep) if k]
     if len(Ns) == 0:
         raise ValueError(f"no candidate fits budget {budget:.3g} FLOPs with the constraints")
-    frame = _frame(result, Ns, D, unique_tokens, mixture)
+    frame = _frame(result, Ns, D, unique_tokens, mixture, evals)
     draws = predictive_draws(result, frame, seed=seed)
     y = draws[metric] if metric in draws else None
     if y is None:

@@ -10,6 +10,7 @@ import pytest
 from datalaws.fit import FitConfig, fit
 from datalaws.fit.laws import mixing_law
 from datalaws.fit.mixture import best_mixture, optimise_mixture
+from datalaws.fit.plan import plan
 from datalaws.fit.table import TableError
 
 TRUTH = {"c": 1.6, "k": 0.4, "t_code": -0.8, "t_web": 0.6, "a": 0.4, "alpha": 0.33, "b": 0.35,
@@ -113,6 +114,27 @@ def test_per_domain_mixing_law_with_explicit_composition():
         predict(r, point)
     np.testing.assert_allclose(mixed["loss_law_mean"][0], 0.3 * both["books"] + 0.7 * both["web"],
                                rtol=1e-5)
+    # the best mixture for a validation composition is (near) the true law's best one
+    evals = {"books": 0.3, "web": 0.7}
+    uniform = {d: 1 / len(DOMAINS) for d in DOMAINS}
+    best = best_mixture(r, params=1e9, tokens=2e10, default=uniform, evals=evals)
+    at = {"N": jnp.asarray(1e9 / np.exp(np.log(df.params).mean())),
+          "D": jnp.asarray(2e10 / np.exp(np.log(df.tokens).mean()))}
+    at |= {f"e.{e}": jnp.asarray(w) for e, w in evals.items()}
+
+    def true_loss(mix):
+        return law.fn(at | {f"r.{d}": mix[i] for i, d in enumerate(DOMAINS)}, truth)[None]
+
+    optimum = optimise_mixture(true_loss, len(DOMAINS))["mixture"]
+    regret = float(true_loss(jnp.asarray([best["mixture"][d] for d in DOMAINS]))[0]
+                   - true_loss(jnp.asarray(optimum))[0])
+    assert regret < 0.005, (best["mixture"], optimum, regret)
+    with pytest.raises(ValueError, match="evals"):
+        best_mixture(r, params=1e9, tokens=2e10)
+    p = plan(r, 1e20, mixture=uniform, evals=evals)
+    assert p.chosen["params"] > 0
+    with pytest.raises(ValueError, match="--evals"):
+        plan(r, 1e20, mixture=uniform)
 
 
 def test_implicit_latent_domains_predict_new_mixtures():

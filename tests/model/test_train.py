@@ -107,7 +107,7 @@ import sys
 from datalaws.data.loader import markov_stream
 from datalaws.model.train import TrainConfig, train
 from datalaws.model.transformer import ModelConfig
-c = TrainConfig(model=ModelConfig.preset("tiny", vocab=64, seq_len=64), tokens=64*8*400,
+c = TrainConfig(model=ModelConfig.preset("tiny", vocab=64, seq_len=64), tokens=64*8*200,
                 batch=8, save_every=5, lr=1e-2, run_id="r")
 sys.exit(train(c, {"train": markov_stream(300_000, 64, seed=0)}, sys.argv[1], eod=0))
 """
@@ -132,9 +132,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     time.sleep(np.random.default_rng().uniform(0.5, 3.0))
     p.kill()
     p.wait()
-    c = TrainConfig(model=TINY, tokens=64 * 8 * 400, batch=8, save_every=5, lr=1e-2, run_id="r")
+    c = TrainConfig(model=TINY, tokens=64 * 8 * 200, batch=8, save_every=5, lr=1e-2, run_id="r")
     steps_before = len(_losses(run))
-    assert steps_before < 400
+    assert steps_before < 200
     assert train(c, {"train": STREAM}, run, eod=0, progress=False) == 0
     ref = tmp_path / "ref"
     assert train(c, {"train": STREAM}, ref, eod=0, progress=False) == 0
