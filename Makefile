@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/datalaws demo --out demo_out
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+test: $(STAMP)  # one worker per core; a test file's tests share a worker (module fixtures)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -105,8 +105,10 @@ def run_demo(out: Path, *, fast: bool = False) -> None:
     from datalaws.fit import FitConfig, fit, save_fit
     from datalaws.fit.report import write_report
 
-    # 18 runs cannot identify a Student-t's degrees of freedom: a Gaussian on log loss
-    cfg = FitConfig(chains=4, warmup=500, draws=1000, likelihood="normal")
+    # 18 runs cannot identify a Student-t's degrees of freedom: a Gaussian on log loss.
+    # Three model sizes leave a narrow E-A-alpha ridge; small NUTS steps (target_accept
+    # 0.99) cross it without divergences at the same cost here.
+    cfg = FitConfig(chains=4, warmup=500, draws=1000, likelihood="normal", target_accept=0.99)
     result = fit(df, "chinchilla", config=cfg)
     save_fit(result, out / "fit_chinchilla")
     fits = [out / "fit_chinchilla"]
