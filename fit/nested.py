@@ -42,7 +42,9 @@ __all__ = ["NestedFit", "fit_nested", "chained_point_fit", "nested_model", "simu
 
 
 def _mixing_term(r, e_mid, m, t, u):
-    return e_mid + m * jnp.expm1((r - u)[..., 1:] @ t)
+    """``E(r) = e_mid + m (exp(t . (r - u)) - 1)``; r [..., D] and t [..., D-1] broadcast
+    (mixtures against one t in the model, one mixture against draws of t in ``predict``)."""
+    return e_mid + m * jnp.expm1(jnp.sum((r - u)[..., 1:] * t, axis=-1))
 
 
 def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studentt"):
@@ -75,7 +77,23 @@ def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studen
         numpyro.sample("y", noise, obs=y)
 
 
-def _table(table: pd.DataFrame, domains: Sequence[str] | None):
+@dataclasses.dataclass(frozen=True)
+class _Curves:
+    """A checked curve table: the runs' mixtures, sizes, steps and losses, the distinct
+    mixtures with each row's index into them, and the geometric-mean scales N0, S0."""
+
+    domains: list[str]
+    r: np.ndarray  # [rows, D]
+    N: np.ndarray
+    S: np.ndarray
+    loss: np.ndarray
+    mixtures: np.ndarray  # [M, D]
+    idx: np.ndarray  # [rows] -> mixture
+    N0: float
+    S0: float
+
+
+def _curves(table: pd.DataFrame, domains: Sequence[str] | None) -> _Curves:
     domains = sorted(domains or [c[4:] for c in table.columns if c.startswith("mix.")])
     need = [f"mix.{d}" for d in domains] + ["params", "step", "loss"]
     missing = [c for c in need if c not in table.columns]
@@ -91,7 +109,10 @@ def _table(table: pd.DataFrame, domains: Sequence[str] | None):
     r = sub[[f"mix.{d}" for d in domains]].to_numpy()
     if np.abs(r.sum(1) - 1).max() > 1e-3:
         raise TableError("mix.<domain> proportions must sum to 1 on every row")
-    return domains, r, sub["params"].to_numpy(), sub["step"].to_numpy(), sub["loss"].to_numpy()
+    N, S = sub["params"].to_numpy(), sub["step"].to_numpy()
+    mixtures, idx = np.unique(np.round(r, 9), axis=0, return_inverse=True)
+    return _Curves(list(domains), r, N, S, sub["loss"].to_numpy(), mixtures, idx.ravel(),
+                   float(np.exp(np.log(N).mean())), float(np.exp(np.log(S).mean())))
 
 
 @dataclasses.dataclass
@@ -118,7 +139,7 @@ class NestedFit:
         n = len(s["alpha"])
         rng = np.random.default_rng(seed)
         seen = np.flatnonzero(np.abs(self.mixtures - r).max(1) < 1e-9)
-        out = _np_mixing(r, s["e_mid"], s["m"], s["t"], u)
+        out = np.asarray(_mixing_term(r, s["e_mid"], s["m"], s["t"], u))
         for c, x, e in (("a", params / self.N0, s["alpha"]), ("b", step / self.S0, s["beta"])):
             z = s[f"z_{c}"][:, seen[0]] if seen.size else rng.standard_normal(n)
             coef = np.exp(s[f"mu_{c}"] + s[f"g_{c}"] @ (r - u)[1:] + s[f"tau_{c}"] * z)
@@ -131,28 +152,22 @@ class NestedFit:
         return out
 
 
-def _np_mixing(r, e_mid, m, t, u):
-    return e_mid + m * np.expm1(t @ (r - u)[1:])
-
-
 def fit_nested(table: pd.DataFrame, *, domains: Sequence[str] | None = None,
                chains: int = 4, warmup: int = 500, draws: int = 1000, seed: int = 0,
                likelihood: str = "studentt", progress: bool = False) -> NestedFit:
     """NUTS posterior of the nested step/size/mixture model over a table of curve points."""
-    domains, r, N, S, loss = _table(table, domains)
-    mixtures, idx = np.unique(np.round(r, 9), axis=0, return_inverse=True)
-    N0, S0 = float(np.exp(np.log(N).mean())), float(np.exp(np.log(S).mean()))
+    c = _curves(table, domains)
     kernel = NUTS(nested_model, init_strategy=init_to_median, dense_mass=True,
                   target_accept_prob=0.95)
     method = "parallel" if jax.local_device_count() >= chains else "vectorized"
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method=method, progress_bar=progress and method != "parallel")
-    mcmc.run(jax.random.PRNGKey(seed), jnp.asarray(mixtures), jnp.asarray(idx.ravel()),
-             jnp.asarray(np.log(N / N0)), jnp.asarray(np.log(S / S0)),
-             y=jnp.asarray(np.log(loss)), likelihood=likelihood,
+    mcmc.run(jax.random.PRNGKey(seed), jnp.asarray(c.mixtures), jnp.asarray(c.idx),
+             jnp.asarray(np.log(c.N / c.N0)), jnp.asarray(np.log(c.S / c.S0)),
+             y=jnp.asarray(np.log(c.loss)), likelihood=likelihood,
              extra_fields=("diverging", "energy"))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
-    return NestedFit(list(domains), mixtures, N0, S0, samples, mcmc)
+    return NestedFit(c.domains, c.mixtures, c.N0, c.S0, samples, mcmc)
 
 
 def _power(x, e, c, p):
@@ -182,12 +197,10 @@ def chained_point_fit(table: pd.DataFrame, *, domains: Sequence[str] | None = No
     Returns ``predict(r, params, step) -> (point, sd)``: sd is the mixing fit's residual
     standard error, the interval such a pipeline can give without resampling.
     """
-    domains, r, N, S, loss = _table(table, domains)
-    mixtures, idx = np.unique(np.round(r, 9), axis=0, return_inverse=True)
-    idx = idx.ravel()
-    D = len(domains)
+    cv = _curves(table, domains)
+    mixtures, idx, N, S, loss, N0, S0 = cv.mixtures, cv.idx, cv.N, cv.S, cv.loss, cv.N0, cv.S0
+    D = len(cv.domains)
     u = 1.0 / D
-    S0, N0 = float(np.exp(np.log(S).mean())), float(np.exp(np.log(N).mean()))
 
     stages = {}  # (params, step) -> stage-2 predictions per training mixture
 
@@ -237,7 +250,7 @@ def _true_loss(truth, r, N, S, z_a, z_b):
     u = 1.0 / len(r)
     a = np.exp(truth["mu_a"] + np.dot(truth["g_a"], (r - u)[1:]) + truth["tau_a"] * z_a)
     b = np.exp(truth["mu_b"] + np.dot(truth["g_b"], (r - u)[1:]) + truth["tau_b"] * z_b)
-    e = _np_mixing(r, truth["e_mid"], truth["m"], np.asarray(truth["t"]), u)
+    e = float(_mixing_term(r, truth["e_mid"], truth["m"], np.asarray(truth["t"]), u))
     return e + a * (N / _N_REF) ** -truth["alpha"] + b * (S / _S_REF) ** -truth["beta"]
 
 
