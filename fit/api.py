@@ -219,14 +219,14 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     summary["derived"] = _derived_table(result)
 
     t0 = time.perf_counter()
-    k, table = 0.0, []
+    k, table, points = 0.0, [], []
     if discrepancy == "backtest":
-        k, table = _learn_k(law, data, config, point)
+        k, table, points = _learn_k(law, data, config, point)
     summary["timings"]["backtest_s"] = time.perf_counter() - t0
     summary["discrepancy"] = {"mode": discrepancy, "form": DISCREPANCY_FORM,
                               "axis": law.axis, "axis_column": data.columns[law.axis],
                               "x_max_fit": float(axis_values.max()), "k": k,
-                              "backtest": table}
+                              "backtest": table, "backtest_points": points}
     if link is not None:
         summary["accuracy"]["pearson"] = _pearson(result, x, acc)
     if len(held_df):
@@ -292,7 +292,7 @@ def _learn_k(law, data, config, point):
                       "beyond the data are NOT widened", stacklevel=3)
     elif config.progress:
         print(f"k = {k:.4g} from {len(folds)} backtest folds", flush=True)
-    return k, disc.backtest_table(folds, k)
+    return k, disc.backtest_table(folds, k), disc.backtest_points(folds, k)
 
 
 def _pearson(result: FitResult, x, acc) -> dict:

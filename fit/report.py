@@ -107,7 +107,30 @@ def _backtest(r: FitResult, out_dir: Path, name: str) -> str:
     ax.set(xlabel="extrapolation distance d = log(x / x_max_fit)", ylabel="coverage",
            ylim=(0, 1.05), title=f"size-ordered backtest, k = {r.k:.3g}")
     ax.legend(fontsize=7)
-    return _png(fig, out_dir, f"{name}_backtest") + bt.round(3).to_html(index=False)
+    html_out = _png(fig, out_dir, f"{name}_backtest")
+    pts = pd.DataFrame(r.summary["discrepancy"].get("backtest_points") or [])
+    if len(pts):
+        # every held-back row of every fold against its fold's prediction: the 90% intervals
+        # (without and with the discrepancy) widen with distance; the points are observed runs
+        fig, ax = plt.subplots(figsize=(8, 4))
+        cuts = sorted(pts.cut.unique())
+        colors = plt.cm.plasma(np.linspace(0.1, 0.8, len(cuts)))
+        for cut, col in zip(cuts, colors):
+            f = pts[pts.cut == cut].sort_values("d")
+            rel = {c: 100 * (np.exp(f[c] - f["median"]) - 1) for c in
+                   ("log_y", "lo90_none", "hi90_none", "lo90_k", "hi90_k")}
+            ax.fill_between(f.d, rel["lo90_k"], rel["hi90_k"], color=col, alpha=0.12, step="mid")
+            ax.plot(f.d, rel["lo90_none"], color=col, lw=0.8, ls="--")
+            ax.plot(f.d, rel["hi90_none"], color=col, lw=0.8, ls="--")
+            ax.scatter(f.d, rel["log_y"], color=col, s=12, edgecolor="k", linewidth=0.3,
+                       label=f"fit <= {cut:.3g}: observed")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel="distance beyond the fold's data d = log(x / cut)",
+               ylabel="observed vs fold median (%)",
+               title="backtest: 90% intervals, dashed k = 0, shaded with the discrepancy")
+        ax.legend(fontsize=7)
+        html_out += _png(fig, out_dir, f"{name}_backtest_points")
+    return html_out + bt.round(3).to_html(index=False)
 
 
 def _diagnostics(r: FitResult) -> str:

@@ -41,3 +41,7 @@ def test_backtest_restores_coverage_when_the_law_drifts():
     assert after["coverage"]["0.9"] >= 0.85 and after["coverage"]["0.8"] >= 0.7, after
     # the discrepancy widens the intervals; it does not move their centres
     assert after["median_abs_err"] <= before["median_abs_err"] * 1.1
+    # backtest rows: the widening grows with the distance beyond each fold's data
+    pts = pd.DataFrame(r.summary["discrepancy"]["backtest_points"])
+    extra = (pts.hi90_k - pts.lo90_k) - (pts.hi90_none - pts.lo90_none)
+    assert len(pts) > 20 and np.corrcoef(pts.d, extra)[0, 1] > 0.8

@@ -47,7 +47,8 @@ def test_report_is_self_contained_with_every_section(report):
         assert section in page, section
     assert "http://" not in page and "https://" not in page  # nothing fetched to view it
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) >= 8
-    assert (report.parent / "report_figures" / "chinchilla_curves.png").exists()
+    for fig in ("chinchilla_curves", "chinchilla_backtest", "chinchilla_backtest_points"):
+        assert (report.parent / "report_figures" / f"{fig}.png").exists(), fig
 
 
 @pytest.mark.browser
