@@ -17,8 +17,9 @@ import numpy as np
 import optax
 
 from datalaws.fit.api import FitResult
+from datalaws.fit.laws import Law
 
-__all__ = ["optimise_mixture", "best_mixture"]
+__all__ = ["optimise_mixture", "best_mixture", "eval_weights"]
 
 
 def optimise_mixture(loss_draws: Callable[[jnp.ndarray], jnp.ndarray], n_domains: int, *,
@@ -55,6 +56,21 @@ def optimise_mixture(loss_draws: Callable[[jnp.ndarray], jnp.ndarray], n_domains
     return out
 
 
+def eval_weights(law: Law, evals: Mapping[str, float] | None) -> dict[str, float]:
+    """Weights of the per-domain law's evaluation domains (0 where ``evals`` is silent);
+    empty for laws of one overall loss. A clear error if they are missing or unknown."""
+    domains = [r[2:] for r in law.inputs if r.startswith("e.")]
+    if domains and not evals:
+        raise ValueError(f"law {law.name!r} predicts a loss per evaluation domain: give evals "
+                         f"(--evals domain=weight,...), the composition of the loss to "
+                         f"optimise; domains: {domains}")
+    unknown = set(evals or {}) - set(domains)
+    if unknown:
+        raise ValueError(f"evals name {sorted(unknown)}; law {law.name!r} predicts "
+                         f"{domains or 'no per-domain losses'}")
+    return {d: float((evals or {}).get(d, 0.0)) for d in domains}
+
+
 def best_mixture(result: FitResult, *, params: float, tokens: float,
                  quantile: float | None = None, default: Mapping[str, float] | None = None,
                  evals: Mapping[str, float] | None = None, seed: int = 0) -> dict:
@@ -67,19 +83,12 @@ def best_mixture(result: FitResult, *, params: float, tokens: float,
     domains = [r[2:] for r in law.inputs if r.startswith("r.")]
     if not domains:
         raise ValueError(f"law {law.name!r} has no mixture inputs; fit the mixing law")
-    eval_domains = [r[2:] for r in law.inputs if r.startswith("e.")]
-    if eval_domains and not evals:
-        raise ValueError(f"law {law.name!r} predicts a loss per evaluation domain: give evals "
-                         f"(domain -> weight) for the loss to minimise; domains: {eval_domains}")
-    unknown = set(evals or {}) - set(eval_domains)
-    if unknown:
-        raise ValueError(f"evals names {sorted(unknown)}, which law {law.name!r} does not "
-                         f"predict; its evaluation domains: {eval_domains}")
+    weights = eval_weights(law, evals)
     samples = {p.name: jnp.asarray(v) for p, v in
                ((p, result.samples()[p.name]) for p in law.params)}
     base = {"N": jnp.asarray(params / result.scales["N"]),
             "D": jnp.asarray(tokens / result.scales["D"])}
-    base |= {f"e.{e}": jnp.asarray(float((evals or {}).get(e, 0.0))) for e in eval_domains}
+    base |= {f"e.{e}": jnp.asarray(w) for e, w in weights.items()}
 
     def loss_draws(r):
         x = base | {f"r.{d}": r[i] for i, d in enumerate(domains)}

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from datalaws.fit.api import FitResult, predictive_draws
+from datalaws.fit.mixture import eval_weights
 from datalaws.fit.table import law_data
 
 __all__ = ["Plan", "plan", "parse_objective", "budget_from_gpu_hours", "pool_frontier"]
@@ -79,19 +80,12 @@ def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
     if mix_roles and mixture is None:
         raise ValueError(f"law {result.law.name!r} depends on the mixture: give --mixture "
                          "(datalaws then also reports the best mixture at the plan)")
-    if eval_roles and not evals:
-        raise ValueError(f"law {result.law.name!r} predicts a loss per evaluation domain: give "
-                         "--evals domain=weight,... (the composition whose loss to plan for); "
-                         f"domains: {[r[2:] for r in eval_roles]}")
-    unknown = set(evals or {}) - {r[2:] for r in eval_roles}
-    if unknown:
-        raise ValueError(f"--evals names {sorted(unknown)}; law {result.law.name!r} predicts "
-                         f"{[r[2:] for r in eval_roles] or 'no per-domain losses'}")
+    weights = eval_weights(result.law, evals)
     frame = pd.DataFrame({cols["N"]: N})
     for r in mix_roles:
         frame[cols[r]] = float((mixture or {}).get(r[2:], 0.0))
-    for r in eval_roles:
-        frame[f"eval.{r[2:]}"] = float(evals.get(r[2:], 0.0))
+    for e, w in weights.items():
+        frame[f"eval.{e}"] = w
     if "D" in inputs:
         frame[cols["D"]] = D
     if "U" in inputs:  # the data-constrained law: repetitions from the unique budget

@@ -133,7 +133,7 @@ def test_per_domain_mixing_law_with_explicit_composition():
         best_mixture(r, params=1e9, tokens=2e10)
     p = plan(r, 1e20, mixture=uniform, evals=evals)
     assert p.chosen["params"] > 0
-    with pytest.raises(ValueError, match="--evals"):
+    with pytest.raises(ValueError, match="evals"):
         plan(r, 1e20, mixture=uniform)
 
 
