@@ -211,15 +211,19 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
     return meta
 
 
-def open_domain(store: str | Path, domain: str) -> tuple[np.ndarray, dict]:
+def open_domain(store: str | Path, domain: str) -> tuple[ts.TensorStore, dict]:
     """(token stream, meta) of a complete domain; an incomplete one is a clear error."""
     ddir = Path(store) / domain
     if not (ddir / "meta.json").exists():
         raise StoreError(f"{ddir}: domain is missing or incomplete (no meta.json); rerun "
                          "`datalaws data prepare`")
     meta = json.loads((ddir / "meta.json").read_text())
+    # a complete domain never changes: cache decoded chunks and skip re-validation, so
+    # random window reads decode each chunk once
     t = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
-                                               "path": str(ddir / "tokens.zarr")}}).result()
+                                               "path": str(ddir / "tokens.zarr")},
+                 "context": {"cache_pool": {"total_bytes_limit": 256 << 20}},
+                 "recheck_cached_data": False}).result()
     return t, meta
 
 

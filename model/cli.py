@@ -14,7 +14,6 @@ __all__ = ["register_cli", "run_from_dict"]
 
 def run_from_dict(cfg: dict) -> int:
     """Train from a flat dict (what sweeps write): preset, tokens, data, mixture, out, ..."""
-    import numpy as np
 
     from datalaws.data.store import open_domain
     from datalaws.model.train import TrainConfig, train
@@ -35,9 +34,11 @@ def run_from_dict(cfg: dict) -> int:
     streams, valid, metas = {}, {}, {}
     for domain in mixture:
         tokens, meta = open_domain(cfg["data"], domain)
-        arr = np.asarray(tokens.read().result())
-        cut = int(len(arr) * 0.95)  # last 5% of every domain is validation
-        streams[domain], valid[domain], metas[domain] = arr[:cut], arr[cut:], meta
+        # TensorStore views: the loader reads windows from the zarr store on demand, so a
+        # run never holds a whole domain in memory. The last 5% of a domain is validation.
+        cut = int(tokens.shape[0] * 0.95)
+        streams[domain], metas[domain] = tokens[:cut], meta
+        valid[domain] = tokens[cut:].translate_to[0]
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(f"{cfg['data']}/tokenizer.json").get_vocab_size()
