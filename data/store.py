@@ -34,8 +34,8 @@ import tensorstore as ts
 from datalaws.records import atomic_write_text
 
 __all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer",
-           "prepare_domain", "open_domain", "domain_stats", "diversity", "StoreError",
-           "add_syntheticity"]
+           "prepare_domain", "open_domain", "open_tokens", "domain_stats", "diversity",
+           "StoreError", "add_syntheticity"]
 
 EOD = "<|endoftext|>"
 
@@ -218,13 +218,15 @@ def open_domain(store: str | Path, domain: str) -> tuple[ts.TensorStore, dict]:
         raise StoreError(f"{ddir}: domain is missing or incomplete (no meta.json); rerun "
                          "`datalaws data prepare`")
     meta = json.loads((ddir / "meta.json").read_text())
-    # a complete domain never changes: cache decoded chunks and skip re-validation, so
-    # random window reads decode each chunk once
-    t = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
-                                               "path": str(ddir / "tokens.zarr")},
-                 "context": {"cache_pool": {"total_bytes_limit": 256 << 20}},
-                 "recheck_cached_data": False}).result()
-    return t, meta
+    return open_tokens(ddir / "tokens.zarr"), meta
+
+
+def open_tokens(path: Path) -> ts.TensorStore:
+    """A token array for random window reads. A complete array never changes: decoded chunks
+    are cached and not re-validated, so each chunk is decoded once."""
+    return ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)},
+                    "context": {"cache_pool": {"total_bytes_limit": 256 << 20}},
+                    "recheck_cached_data": False}).result()
 
 
 def _read_array(path: Path) -> np.ndarray:
