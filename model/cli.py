@@ -14,7 +14,6 @@ __all__ = ["register_cli", "run_from_dict"]
 
 def run_from_dict(cfg: dict) -> int:
     """Train from a flat dict (what sweeps write): preset, tokens, data, mixture, out, ..."""
-
     from datalaws.data.store import open_domain
     from datalaws.model.train import TrainConfig, train
     from datalaws.model.transformer import ModelConfig
