@@ -52,6 +52,12 @@ class BacktestFold:
     d: np.ndarray  # [m] distance of each held-back row from the cut
 
 
+def _discrepancy_z(folds: list[BacktestFold], seed: int) -> np.ndarray:
+    """One standard-normal z per draw, shared by every fold and every k: choosing k,
+    tabulating and plotting the backtest all widen with the same draws."""
+    return np.random.default_rng(seed).standard_normal(max(f.log_draws.shape[0] for f in folds))
+
+
 def _widen(fold: BacktestFold, k: float, z: np.ndarray) -> np.ndarray:
     return fold.log_draws + k * fold.d[None, :] * z[: fold.log_draws.shape[0], None]
 
@@ -60,7 +66,7 @@ def choose_k(folds: list[BacktestFold], *, seed: int = 0) -> float:
     """The ``k`` whose widened backtest intervals are best calibrated at 50/80/90%."""
     if not folds:
         return 0.0
-    z = np.random.default_rng(seed).standard_normal(max(f.log_draws.shape[0] for f in folds))
+    z = _discrepancy_z(folds, seed)
 
     def calibration_error(k: float) -> float:
         hits = {lv: [] for lv in LEVELS}
@@ -81,7 +87,7 @@ def backtest_table(folds: list[BacktestFold], k: float, *, seed: int = 0,
     """Coverage and error by extrapolation distance, for k = 0 and the chosen k."""
     if not folds:
         return []
-    z = np.random.default_rng(seed).standard_normal(max(f.log_draws.shape[0] for f in folds))
+    z = _discrepancy_z(folds, seed)
     d = np.concatenate([f.d for f in folds])
     edges = np.quantile(d, np.linspace(0, 1, bins + 1))
     rows = []
@@ -108,7 +114,7 @@ def backtest_points(folds: list[BacktestFold], k: float, *, seed: int = 0) -> li
     the 90% interval without and with the discrepancy (what the report plots)."""
     if not folds:
         return []
-    z = np.random.default_rng(seed).standard_normal(max(f.log_draws.shape[0] for f in folds))
+    z = _discrepancy_z(folds, seed)
     rows = []
     for f in folds:
         plain = np.quantile(f.log_draws, [0.05, 0.5, 0.95], axis=0)

@@ -79,11 +79,10 @@ def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studen
 
 @dataclasses.dataclass(frozen=True)
 class _Curves:
-    """A checked curve table: the runs' mixtures, sizes, steps and losses, the distinct
-    mixtures with each row's index into them, and the geometric-mean scales N0, S0."""
+    """A checked curve table: the runs' sizes, steps and losses, the distinct mixtures with
+    each row's index into them, and the geometric-mean scales N0, S0."""
 
     domains: list[str]
-    r: np.ndarray  # [rows, D]
     N: np.ndarray
     S: np.ndarray
     loss: np.ndarray
@@ -111,7 +110,7 @@ def _curves(table: pd.DataFrame, domains: Sequence[str] | None) -> _Curves:
         raise TableError("mix.<domain> proportions must sum to 1 on every row")
     N, S = sub["params"].to_numpy(), sub["step"].to_numpy()
     mixtures, idx = np.unique(np.round(r, 9), axis=0, return_inverse=True)
-    return _Curves(list(domains), r, N, S, sub["loss"].to_numpy(), mixtures, idx.ravel(),
+    return _Curves(list(domains), N, S, sub["loss"].to_numpy(), mixtures, idx.ravel(),
                    float(np.exp(np.log(N).mean())), float(np.exp(np.log(S).mean())))
 
 

@@ -58,20 +58,16 @@ def sbc_ranks(law: Law, x: Mapping[str, np.ndarray], *, replicates: int = 40,
                      dense_mass=separate),
                 num_warmup=warmup, num_samples=draws, num_chains=1, progress_bar=False)
     y_safe = np.where(ok[:, None], y, 1.0)
-    if separate:
-        post = {}
-        for i in range(replicates):
-            with numpyro.validation_enabled(False):
-                mcmc.run(jax.random.PRNGKey(seed + 1 + i), xs, y=jnp.asarray(y_safe[i:i + 1]),
-                         mask=jnp.asarray(mask[i:i + 1]))
-            for k, v in mcmc.get_samples().items():
-                post.setdefault(k, []).append(np.asarray(v)[..., 0])
-        post = {k: np.concatenate(v, axis=-1) for k, v in post.items()}  # [S, R]
-    else:
+    # one run over all replicates, or one run per replicate
+    batches = [slice(i, i + 1) for i in range(replicates)] if separate else [slice(None)]
+    post = {}
+    for i, rows in enumerate(batches):
         with numpyro.validation_enabled(False):
-            mcmc.run(jax.random.PRNGKey(seed + 1), xs, y=jnp.asarray(y_safe),
-                     mask=jnp.asarray(mask))
-        post = {k: np.asarray(v)[..., 0] for k, v in mcmc.get_samples().items()}  # [S, R]
+            mcmc.run(jax.random.PRNGKey(seed + 1 + i), xs, y=jnp.asarray(y_safe[rows]),
+                     mask=jnp.asarray(mask[rows]))
+        for k, v in mcmc.get_samples().items():
+            post.setdefault(k, []).append(np.asarray(v)[..., 0])
+    post = {k: np.concatenate(v, axis=-1) for k, v in post.items()}  # [S, R]
     return {name: np.sum(post[name] < truth[name][:, 0][None, :], axis=0)[ok]
             for name in [p.name for p in law.params] + ["sigma"]}
 
