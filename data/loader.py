@@ -35,9 +35,11 @@ def _positions(inputs: np.ndarray, eod: int) -> np.ndarray:
 class PackedSequences:
     """Random access to windows ``[inputs (T), targets (T), positions (T)]`` of a stream."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, eod: int):
+    def __init__(self, tokens: np.ndarray | Sequence[int], seq_len: int, eod: int):
         if seq_len <= 0:
             raise ValueError(f"seq_len={seq_len} must be > 0")
+        if not hasattr(tokens, "shape"):  # a plain sequence of ids
+            tokens = np.asarray(tokens)
         self.tokens, self.seq_len, self.eod = tokens, seq_len, eod
         self._n = (tokens.shape[0] - 1) // seq_len  # numpy, memmap or TensorStore
         if self._n <= 0:
