@@ -12,10 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["main", "EXIT_BAD_DIAGNOSTICS", "EXIT_REQUEUE"]
+from datalaws.exitcodes import EXIT_BAD_DIAGNOSTICS, EXIT_REQUEUE
 
-EXIT_BAD_DIAGNOSTICS = 3
-EXIT_REQUEUE = 75
+__all__ = ["main", "EXIT_BAD_DIAGNOSTICS", "EXIT_REQUEUE"]
 
 
 class UserError(Exception):

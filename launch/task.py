@@ -14,9 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from datalaws.exitcodes import EXIT_REQUEUE
 from datalaws.records import atomic_write_text
-
-EXIT_REQUEUE = 75
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from datalaws.data.loader import LoaderConfig, make_loader
+from datalaws.exitcodes import EXIT_REQUEUE
 from datalaws.model.flops import flops_per_token, peak_flops
 from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
 from datalaws.records import RunRecord, atomic_write_text, write_record
@@ -36,7 +37,6 @@ from datalaws.records import RunRecord, atomic_write_text, write_record
 __all__ = ["TrainConfig", "train", "make_mesh", "init_state", "make_train_step", "EXIT_REQUEUE",
            "CheckpointError"]
 
-EXIT_REQUEUE = 75  # EX_TEMPFAIL: preempted, checkpoint saved, requeue me
 
 
 class CheckpointError(ValueError):
