@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,6 +98,7 @@ class RunRecord:
         if version != SCHEMA_VERSION:
             raise RecordError(f"{source}: schema_version={version!r}, this datalaws reads "
                               f"{SCHEMA_VERSION}")
+        d = {k: v for k, v in d.items() if k != "_nonfinite"}  # datalaws.io's NaN flag
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -125,31 +125,19 @@ def parse_mixture(text: str) -> dict[str, float]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same dir + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # fsync the directory so the rename itself survives a crash
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path
+    """Write ``text`` to ``path`` atomically (temp file in the same dir + fsync + rename),
+    readable by others as a plain write would be (``datalaws.io``)."""
+    from datalaws.io import atomic_write_text as write
+
+    return write(path, text)
 
 
 def write_record(record: RunRecord, directory: str | os.PathLike) -> Path:
     """Write ``record`` atomically as ``directory/<run_id>.record.json`` and return the path."""
-    text = json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=True)
+    from datalaws.io import dumps_json
+
+    # NaN/inf become null, flagged under "_nonfinite": the file stays valid JSON
+    text = dumps_json(record.to_dict(), indent=1, sort_keys=True)
     return atomic_write_text(Path(directory) / f"{record.run_id}{RECORD_SUFFIX}", text)
 
 
