@@ -1,6 +1,6 @@
 """Held-out extrapolation, discrepancy none vs backtest, on the public data in ../shared/data.
 
-Chinchilla: fit N < 2e9, predict the 57 larger runs. Datablations (datacon law): fit N < 2e9,
+Chinchilla: fit N < 2e9, predict the 57 larger runs. Datablations (data_constrained law): fit N < 2e9,
 predict the larger. Then three simulated tables (120 runs, 1e7..1e10 params, 1% noise, fit
 N < 2e9): the Chinchilla law exactly right; a smoothly broken power law (size exponent 0.2 ->
 0.5 around 2e8, inside the data); and a log-quadratic size term exp(-0.33 l - 0.03 l^2), whose
@@ -26,7 +26,7 @@ if not root.exists():
 cases = [
     ("chinchilla", pd.read_csv(root / "chinchilla.csv"), "chinchilla", {"N": "N", "D": "D"}),
     ("datablations", pd.read_csv(root / "datablations.csv").query("loss < 6 and name_consistent"),
-     "datacon", {"N": "N", "U": "unique_tokens", "repetitions": "epochs"}),
+     "data_constrained", {"N": "N", "U": "unique_tokens", "repetitions": "epochs"}),
 ]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
@@ -187,20 +188,20 @@ OVERTRAIN = Law(
 )
 
 
-def _datacon(x, p):
+def _data_constrained(x, p):
     # Muennighoff et al. 2023: repeated tokens are worth less; R = epochs - 1 repetitions.
     u, r = x["U"], jnp.maximum(x["repetitions"] - 1.0, 0.0)
     d_eff = u + u * p["r_star"] * (1.0 - jnp.exp(-r / p["r_star"]))
     return p["E"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * d_eff ** -p["beta"]
 
 
-DATACON = Law(
-    name="datacon",
+DATA_CONSTRAINED = Law(
+    name="data_constrained",
     formula="L = E + A/N^alpha + B/D'^beta, D' = U + U*R*(1 - exp(-R/R*)), R = epochs - 1",
     inputs={"N": "params", "U": "unique_tokens", "repetitions": "repetitions"},
     params=(_p_E(), *_size_params(),
             Param("r_star", _lognormal(15.0, 1.0), "repetitions at which returns decay by 1/e")),
-    fn=_datacon,
+    fn=_data_constrained,
     axis="N",
     reference="Muennighoff et al. 2023, eq. 5 (data side)",
     derived=lambda p, s: {"A": p["a"] * s["N"] ** p["alpha"], "B": p["b"] * s["U"] ** p["beta"]},
@@ -395,11 +396,14 @@ def filtering_law(pools: Sequence[str]) -> Law:
 
 
 LAWS: dict[str, Law] = {law.name: law for law in
-                        (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATACON,
+                        (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATA_CONSTRAINED,
                          mixing_law(["<domain1>", "<domain2>"]),
                          mixing_domains_law(["<domain1>", "<domain2>"], ["<eval1>"]),
                          mixing_implicit_law(["<domain1>", "<domain2>"]),
                          filtering_law(["<pool1>", "<pool2>"]))}
+
+
+_RENAMED = {"datacon": "data_constrained"}  # old name -> new name, accepted with a warning
 
 
 def get_law(name: str, *, domains: Sequence[str] | None = None,
@@ -415,6 +419,10 @@ def get_law(name: str, *, domains: Sequence[str] | None = None,
         return mixing_implicit_law(domains, int(m.group(1) or 2))
     if name == "filtering" and pools is not None:
         return filtering_law(pools)
+    if name in _RENAMED:
+        warnings.warn(f"law {name!r} is now called {_RENAMED[name]!r}; the old name will go",
+                      FutureWarning, stacklevel=2)  # shown by default
+        name = _RENAMED[name]
     try:
         return LAWS[name]
     except KeyError:

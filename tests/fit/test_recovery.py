@@ -24,7 +24,7 @@ TRUTH = {
     "quality_exp": {"E": 1.8, "a": 0.4, "alpha": 0.33, "b": 0.35, "beta": 0.3, "gamma": 1.0,
                     "delta": 0.0},
     "overtrain": {"E": 1.8, "a": 0.2, "b": 0.3, "eta": 0.15},
-    "datacon": {"E": 1.8, "a": 0.4, "alpha": 0.33, "b": 0.35, "beta": 0.3, "r_star": 8.0},
+    "data_constrained": {"E": 1.8, "a": 0.4, "alpha": 0.33, "b": 0.35, "beta": 0.3, "r_star": 8.0},
 }
 
 
@@ -35,7 +35,7 @@ def simulate_table(law_name, seed, n=80, sigma=0.01):
     if law_name.startswith("quality"):
         df["diversity"] = rng.uniform(0.25, 0.45, n)
         df["syntheticity"] = np.exp(rng.uniform(np.log(0.02), np.log(0.1), n))
-    if law_name == "datacon":
+    if law_name == "data_constrained":
         df["unique_tokens"] = D / np.exp(rng.uniform(0, np.log(40), n))
         df["repetitions"] = df.tokens / df.unique_tokens
     law = get_law(law_name)
