@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["TableError", "LawData", "read_table", "law_data", "table_hash", "split_holdout"]
+__all__ = ["TableError", "LawData", "read_table", "law_data", "table_hash", "split_holdout",
+           "validate_table", "SIZE_COLUMNS"]
 
 
 class TableError(ValueError):
@@ -75,6 +76,90 @@ def _column(df: pd.DataFrame, col: str, role: str, *, positive: bool,
 def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
     idx = list(df.index[mask])
     return ", ".join(map(str, idx[:10])) + (f" (+{len(idx) - 10} more)" if len(idx) > 10 else "")
+
+
+# the data contract (DESIGN.md): these columns, where present, are counts that must be > 0
+SIZE_COLUMNS = ("params", "params_nonembed", "tokens", "unique_tokens", "flops", "N", "D")
+_NUMERIC = SIZE_COLUMNS + ("steps", "repetitions", "diversity", "syntheticity", "loss")
+
+
+def _is_numeric(name: str) -> bool:
+    return name in _NUMERIC or name.startswith(("mix.", "loss.", "acc.", "eval."))
+
+
+def _named_rows(df: pd.DataFrame, mask) -> str:
+    mask = np.asarray(mask, dtype=bool)
+    if "run_id" in df.columns:
+        ids = [str(x) for x in df["run_id"][mask]]
+        return "rows " + _rows(df, mask) + " (run_id " + ", ".join(ids[:5]) + \
+            (" ..." if len(ids) > 5 else "") + ")"
+    return "rows " + _rows(df, mask)
+
+
+def validate_table(df: pd.DataFrame, *, source: str = "table",
+                   domains: Sequence[str] | None = None, tol: float = 0.01) -> pd.DataFrame:
+    """Check a table of runs against the data contract; raise ``TableError`` in one line.
+
+    Refused: no rows; duplicate run ids or duplicated rows; a contract column (sizes,
+    ``loss``, ``mix.*``, ``loss.*``, ``acc.*``) that is not numeric; inf anywhere in them;
+    NaN in sizes or proportions; sizes <= 0; proportions outside [0, 1] or rows whose
+    ``mix.*`` do not sum to 1 (within ``tol``: published mixtures are rounded per
+    domain); ``mix.*`` domains not in ``domains``. NaN in a
+    loss or accuracy is allowed here (a diverged run has none); the fit refuses it in the
+    columns it uses. Returns ``df`` with the contract columns as floats.
+    """
+    if len(df) == 0:
+        raise TableError(f"{source}: the table has no rows")
+    if "run_id" in df.columns and df["run_id"].duplicated().any():
+        dup = df["run_id"].duplicated(keep=False).to_numpy()
+        raise TableError(f"{source}: duplicate run ids in {_named_rows(df, dup)}")
+    body = df.drop(columns=[c for c in ("record_path", "run_id") if c in df.columns])
+    if body.duplicated().any():
+        dup = body.duplicated(keep=False).to_numpy()
+        raise TableError(f"{source}: duplicated {_named_rows(df, dup)} (identical in every "
+                         "column); drop the copies")
+    df = df.copy()
+    for c in [c for c in df.columns if _is_numeric(c)]:
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = v.isna().to_numpy() & df[c].notna().to_numpy()
+        if bad.any():
+            raise TableError(f"{source}: column {c!r} is not numeric in {_named_rows(df, bad)} "
+                             f"(e.g. {df[c][bad].iloc[0]!r})")
+        df[c] = v.astype(np.float64)
+        x = df[c].to_numpy()
+        if np.isinf(x).any():
+            raise TableError(f"{source}: column {c!r} has inf in {_named_rows(df, np.isinf(x))}")
+        strict = c in SIZE_COLUMNS or c.startswith("mix.")
+        if strict and c != "unique_tokens" and np.isnan(x).any():
+            raise TableError(f"{source}: column {c!r} has NaN in {_named_rows(df, np.isnan(x))}")
+        if c in SIZE_COLUMNS and (x <= 0).any():
+            raise TableError(f"{source}: column {c!r} must be > 0; {_named_rows(df, x <= 0)} "
+                             "are not")
+    _check_mixture(df, source, domains, tol)
+    return df
+
+
+def _check_mixture(df: pd.DataFrame, source: str, domains: Sequence[str] | None,
+                   tol: float) -> None:
+    mix = [c for c in df.columns if c.startswith("mix.")]
+    if not mix:
+        return
+    if domains is not None:
+        unknown = [c for c in mix if c[4:] not in set(domains)]
+        if unknown:
+            raise TableError(f"{source}: unknown domain column(s) {unknown}; the fit knows "
+                             f"{sorted(domains)}")
+    m = df[mix].to_numpy()
+    out = ((m < 0) | (m > 1)).any(axis=1)
+    if out.any():
+        raise TableError(f"{source}: mixture proportions (mix.*) must lie in [0, 1]; "
+                         f"{_named_rows(df, out)} do not")
+    off = np.abs(m.sum(axis=1) - 1) > tol
+    if off.any():
+        first = float(m.sum(axis=1)[off][0])
+        raise TableError(f"{source}: mixture proportions ({len(mix)} mix.* columns) must sum "
+                         "to 1; "
+                         f"{_named_rows(df, off)} sum to e.g. {first:.4g}")
 
 
 def law_data(df: pd.DataFrame, inputs: Mapping[str, str], *, target: str | None = "loss",
