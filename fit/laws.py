@@ -37,12 +37,15 @@ __all__ = [
     "parse_prior",
     "NOISE_PRIORS",
     "DISCREPANCY_FORM",
+    "Axis",
 ]
 
 Array = jnp.ndarray
 
-DISCREPANCY_FORM = ("sd(log L) = sqrt(sigma^2 + (k*d)^2), d = max(0, log(x / x_max_fit)) "
-                    "along the law's extrapolation axis; k learned by size-ordered backtesting")
+DISCREPANCY_FORM = ("log L_true = log L_law + k*d*z, z ~ N(0, 1): d = Euclidean distance from "
+                    "the convex hull of the fitted runs in the law's axes (log scale; mixture "
+                    "proportions linear); k has a posterior from rolling-origin backtests "
+                    "along each axis (default prior where none is possible)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,27 @@ class Param:
     name: str
     prior: dist.Distribution
     meaning: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """A direction a law extrapolates along: ``log(prod_r x_r ** powers[r])`` of raw inputs,
+    or (``log=False``) the plain value of one input, e.g. a mixture proportion."""
+
+    name: str
+    powers: Mapping[str, float]
+    log: bool = True
+
+
+def _axes(**powers: Mapping[str, float]) -> tuple[Axis, ...]:
+    return tuple(Axis(name, p) for name, p in powers.items())
+
+
+_ND_AXES = _axes(N={"N": 1.0}, D={"D": 1.0})
+
+
+def _simplex_axes(domains: Sequence[str]) -> tuple[Axis, ...]:
+    return tuple(Axis(f"mix.{d}", {f"r.{d}": 1.0}, log=False) for d in domains)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +93,9 @@ class Law:
     derived: Callable[[Mapping[str, Array], Mapping[str, float]], dict[str, Array]] = (
         lambda p, s: {})
     unscaled: tuple[str, ...] = ()  # input roles that are not divided by a reference value
+    # every direction the law extrapolates along: the discrepancy grows with the distance of a
+    # point from the hull of the fitted runs in these coordinates (datalaws.fit.discrepancy)
+    axes: tuple[Axis, ...] = ()
 
     def with_priors(self, overrides: Mapping[str, dist.Distribution]) -> Law:
         names = {p.name for p in self.params}
@@ -88,7 +115,9 @@ def _lognormal(median: float, s: float) -> dist.Distribution:
 # Noise model on log loss, shared by every law: the Student-t scale and degrees of freedom.
 NOISE_PRIORS: dict[str, dist.Distribution] = {
     "sigma": dist.HalfNormal(0.1),  # sd of log loss between runs at the same (N, D)
-    "nu": dist.Gamma(2.0, 0.1),  # Student-t degrees of freedom (Juárez & Steel 2010)
+    # Student-t degrees of freedom minus 2 (Juárez & Steel 2010's Gamma(2, 0.1), shifted):
+    # nu > 2 keeps every predictive mean and variance finite
+    "nu": dist.Gamma(2.0, 0.1),
 }
 
 
@@ -120,6 +149,7 @@ CHINCHILLA = Law(
     params=(_p_E(), *_size_params()),
     fn=_chinchilla,
     axis="N",
+    axes=_ND_AXES,
     reference="Hoffmann et al. 2022, eq. 10 (Approach 3)",
     derived=_chinchilla_derived,
 )
@@ -153,6 +183,7 @@ QUALITY = Law(
     params=(_p_E(), *_size_params(), *_quality_params()),
     fn=_quality_power,
     axis="N",
+    axes=_ND_AXES,
     reference="Chang et al. 2024 (effective training tokens); Q's form is datalaws' choice",
     derived=_chinchilla_derived,
 )
@@ -184,6 +215,7 @@ OVERTRAIN = Law(
     ),
     fn=_overtrain,
     axis="N",
+    axes=_axes(C={"N": 1.0, "D": 1.0}, M={"D": 1.0, "N": -1.0}),
     reference="Gadre et al. 2024, eq. 4",
 )
 
@@ -203,6 +235,7 @@ DATA_CONSTRAINED = Law(
             Param("r_star", _lognormal(15.0, 1.0), "repetitions at which returns decay by 1/e")),
     fn=_data_constrained,
     axis="N",
+    axes=_axes(N={"N": 1.0}, U={"U": 1.0}, epochs={"repetitions": 1.0}),
     reference="Muennighoff et al. 2023, eq. 5 (data side)",
     derived=lambda p, s: {"A": p["a"] * s["N"] ** p["alpha"], "B": p["b"] * s["U"] ** p["beta"]},
     unscaled=("repetitions",),
@@ -244,7 +277,8 @@ def mixing_law(domains: Sequence[str]) -> Law:
                 *(Param(t, dist.Normal(0.0, 2.0), f"effect of proportion {t[2:]} vs "
                         f"{domains[0]}") for t in ts),
                 *_size_params()),
-        fn=fn, axis="N", reference="Ye et al. 2024 (data mixing laws, eq. 1) in the "
+        fn=fn, axis="N", axes=_ND_AXES + _simplex_axes(domains),
+        reference="Ye et al. 2024 (data mixing laws, eq. 1) in the "
                                     "Chinchilla form", derived=derived,
         unscaled=tuple(f"r.{d}" for d in domains))
 
@@ -293,6 +327,7 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str]) -> Law:
         inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains}
         | {f"e.{i}": f"eval.{i}" for i in evals},
         params=(*per_eval, *_size_params()), fn=fn, axis="N", derived=derived,
+        axes=_ND_AXES + _simplex_axes(domains),
         reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain and eq. 3, explicit "
                   "composition)",
         unscaled=tuple(f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals))
@@ -350,6 +385,7 @@ def mixing_implicit_law(domains: Sequence[str], latent: int = 2) -> Law:
                 "domains ordered by t_k,<second domain>",
         inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains},
         params=(*params, *_size_params()), fn=fn, axis="N", derived=derived,
+        axes=_ND_AXES + _simplex_axes(domains),
         reference="Ye et al. 2024 (data mixing laws, eq. 4, implicit composition)",
         unscaled=tuple(f"r.{d}" for d in domains))
 
@@ -391,7 +427,8 @@ def filtering_law(pools: Sequence[str]) -> Law:
                 Param("tau", _lognormal(3.0, 1.0), "passes over which a pool's utility halves"),
                 *(Param(bn, _lognormal(0.3, 0.7), f"utility (data exponent) of pool {pl}")
                   for bn, pl in zip(bs, pools))),
-        fn=fn, axis="n", reference="Goyal et al. 2024 (scaling laws for data filtering)",
+        fn=fn, axis="n", axes=_axes(D={"n": 1.0}, repetitions={"repetitions": 1.0}),
+        reference="Goyal et al. 2024 (scaling laws for data filtering)",
         unscaled=("repetitions", *(f"w.{pl}" for pl in pools)))
 
 
