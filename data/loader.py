@@ -2,8 +2,10 @@
 
 A domain is one long token stream in which documents are separated by an end-of-document
 token (``eod``). ``PackedSequences`` cuts it into windows of ``seq_len + 1`` tokens (packing:
-no padding, documents cross window edges) and marks where documents start, so positions
-restart at each document. The pipeline is a grain chain:
+no padding, documents cross window edges) and marks where documents start: ``positions``
+restart at each document and ``segments`` number the documents of a row, so the model's
+attention never crosses a document boundary (the token after an ``eod`` starts a new
+document). The pipeline is a grain chain:
 
     window ids -> slice(unique budget) -> shuffle(seed) -> repeat(epochs) -> mix(weights)
                -> batch -> read tokens (one gather per batch) -> [multiprocess prefetch]
@@ -24,16 +26,21 @@ import numpy as np
 __all__ = ["PackedSequences", "LoaderConfig", "make_loader", "markov_stream"]
 
 
-def _positions(inputs: np.ndarray, eod: int) -> np.ndarray:
-    """Position of each token within its document; restarts after every ``eod`` (rows)."""
+KEYS = ("inputs", "targets", "positions", "segments")
+
+
+def _positions(inputs: np.ndarray, eod: int) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each token within its document, document number within the row); both
+    restart after every ``eod`` (rows)."""
     starts = np.concatenate([np.ones_like(inputs[:, :1], bool), inputs[:, :-1] == eod], axis=1)
     idx = np.arange(inputs.shape[1])
     last_start = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
-    return (idx - last_start).astype(np.int32)
+    return (idx - last_start).astype(np.int32), (np.cumsum(starts, axis=1) - 1).astype(np.int32)
 
 
 class PackedSequences:
-    """Random access to windows ``[inputs (T), targets (T), positions (T)]`` of a stream."""
+    """Random access to windows ``[inputs, targets, positions, segments]`` (T each) of a
+    stream."""
 
     def __init__(self, tokens: np.ndarray | Sequence[int], seq_len: int, eod: int):
         if seq_len <= 0:
@@ -61,7 +68,9 @@ class PackedSequences:
         else:  # numpy array or memmap: one fancy-index gather
             w = np.asarray(self.tokens[windows[:, None] * t + np.arange(t + 1)], dtype=np.int32)
         inputs = w[:, :-1]
-        return {"inputs": inputs, "targets": w[:, 1:], "positions": _positions(inputs, self.eod)}
+        positions, segments = _positions(inputs, self.eod)
+        return {"inputs": inputs, "targets": w[:, 1:], "positions": positions,
+                "segments": segments}
 
     def __repr__(self) -> str:
         return f"PackedSequences(windows={self._n}, seq_len={self.seq_len})"
@@ -81,8 +90,7 @@ class _ReadBatch(grain.transforms.Map):
     def map(self, element: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         domain, window = element
         t = self.sources[0].seq_len
-        out = {k: np.empty((len(window), t), np.int32) for k in ("inputs", "targets",
-                                                                "positions")}
+        out = {k: np.empty((len(window), t), np.int32) for k in KEYS}
         for d in np.unique(domain):
             rows = domain == d
             for k, v in self.sources[d].read(window[rows]).items():

@@ -9,8 +9,16 @@ Layout of a store directory::
     <domain>/diversity.zarr        float32 [docs] gzip compressed/raw bytes per document
     <domain>/doc_bytes.zarr        int64 [docs] UTF-8 bytes per document
     <domain>/syntheticity.zarr     float32 [docs] 1 / teacher perplexity (after `data quality`)
-    <domain>/meta.json             counts, tokenizer hash, domain quality; written last,
-                                   atomically: a domain without it is incomplete
+    <domain>/meta.json             counts, tokenizer hash, domain quality, the validation
+                                   split; written last, atomically: a domain without it is
+                                   incomplete
+
+**Validation split** (``validation_split``): a document is held out for validation when the
+SHA-1 of its token ids falls in the lowest ``VALID_FRACTION`` of the hash range (at least one
+document when a domain has two or more). The rule depends only on a document's content, so a
+document is validation data in every domain it appears in (a pool or a selection copies
+documents with their ids), and ``prepare_domain`` writes the held-out documents last: the
+split is the stream's tail from ``start`` on, identified by its size and a content hash.
 
 The embedded default corpus (``embedded_corpus``) is real text every machine with this
 Python has: the standard library's source (``code``), its docstrings (``docstrings``) and the
@@ -35,9 +43,11 @@ from datalaws.records import atomic_write_text
 
 __all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer",
            "prepare_domain", "open_domain", "open_tokens", "domain_stats", "diversity",
-           "StoreError", "add_syntheticity"]
+           "StoreError", "add_syntheticity", "validation_split", "store_validation",
+           "VALID_FRACTION"]
 
 EOD = "<|endoftext|>"
+VALID_FRACTION = 0.05  # share of each domain's documents held out for validation
 
 
 class StoreError(ValueError):
@@ -186,6 +196,9 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
     t0 = time.perf_counter()
     eod = tok.token_to_id(EOD)
     ids = [e.ids + [eod] for e in tok.encode_batch(unique)]
+    held = _held_out([np.asarray(x, np.uint32) for x in ids])
+    order = np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)])  # validation last
+    unique, ids = [unique[i] for i in order], [ids[i] for i in order]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     dtype = np.uint16 if tok.get_vocab_size() <= 65535 else np.uint32
     tokens = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
@@ -202,6 +215,7 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
             "bytes": int(doc_bytes.sum()), "duplicates_removed": n_in - len(unique),
             "tokenizer_hash": _tokenizer_hash(tok_path), "eod": eod, "dtype": dtype.__name__,
             "diversity": domain_diversity(unique),
+            "validation": _split_info(tokens, lengths, int(held.sum())),
             **(provenance or {}), "complete": True}
     atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
     if progress:
@@ -271,3 +285,75 @@ def domain_stats(store: str | Path) -> list[dict]:
         else:
             rows.append({"domain": d.name, "complete": False})
     return rows
+
+
+def _doc_hash(ids: np.ndarray) -> int:
+    return int.from_bytes(hashlib.sha1(np.asarray(ids, "<u4").tobytes()).digest()[:8], "big")
+
+
+def _held_out(docs: list[np.ndarray]) -> np.ndarray:
+    """Which documents (token ids incl. their end token) the validation rule holds out."""
+    h = np.array([_doc_hash(d) for d in docs], dtype=np.float64) / 2.0**64
+    held = h < VALID_FRACTION
+    if len(docs) >= 2 and not held.any():  # a small domain still gets one held-out document
+        held[int(np.argmin(h))] = True
+    if len(docs) >= 2 and held.all():
+        held[int(np.argmax(h))] = False
+    return held
+
+
+def _split_info(tokens: np.ndarray, lengths: np.ndarray, n_valid: int, rule: str = "hash"
+                ) -> dict:
+    """Size and content hash of a tail split of ``n_valid`` documents."""
+    start = int(lengths[: len(lengths) - n_valid].sum())
+    tail = np.asarray(tokens[start:], "<u4")
+    return {"rule": rule, "fraction": VALID_FRACTION, "docs": int(n_valid), "start": start,
+            "tokens": int(tail.size), "hash": hashlib.sha256(tail.tobytes()).hexdigest()[:16]}
+
+
+_DERIVED = ("pool_of", "selected_from", "synthesized_from")  # meta keys of made domains
+
+
+def validation_split(store: str | Path, domain: str) -> dict:
+    """The validation split of a domain: ``{start, tokens, docs, hash, rule, fraction}``;
+    tokens ``[start:]`` of the stream are validation, ``[:start]`` training.
+
+    Domains prepared by this version carry it in meta.json. For others (older stores,
+    domains copied from another) it is computed once and cached in ``validation.json``: the
+    hash rule when its documents already form the tail, else (an older store) the last
+    documents, as many as the rule would hold out (``rule: "tail"``)."""
+    tokens, meta = open_domain(store, domain)
+    if "validation" in meta:
+        return meta["validation"]
+    ddir = Path(store) / domain
+    cache = ddir / "validation.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    offsets = _read_array(ddir / "doc_offsets.zarr")
+    stream = np.asarray(tokens.read().result())
+    held = _held_out([stream[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)])
+    k = int(held.sum())
+    rule = "hash" if held[len(held) - k:].all() else "tail"
+    info = _split_info(stream, np.diff(offsets), k, rule)
+    atomic_write_text(cache, json.dumps(info, indent=1))
+    return info
+
+
+def store_validation(store: str | Path) -> dict:
+    """The store's fixed validation set: every complete domain's split, one content hash of
+    them all, and the default evaluation composition (``default_eval``: each domain not
+    derived from another, weighted by its share of those domains' tokens)."""
+    domains, base = {}, {}
+    for row in domain_stats(store):
+        if not row.get("complete"):
+            continue
+        d = row["domain"]
+        domains[d] = validation_split(store, d)
+        if not any(k in row for k in _DERIVED):
+            base[d] = row["tokens"]
+    if not domains:
+        raise StoreError(f"{store}: no complete domain; run `datalaws data prepare`")
+    key = json.dumps({d: [v["hash"], v["tokens"]] for d, v in sorted(domains.items())})
+    total = sum(base.values()) or 1
+    return {"hash": hashlib.sha256(key.encode()).hexdigest()[:16], "domains": domains,
+            "default_eval": {d: n / total for d, n in sorted(base.items())}}

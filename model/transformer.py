@@ -105,10 +105,11 @@ def _init(sharding: tuple, scale: float = 1.0):
 
 
 def _rope(x_BTHK: jax.Array, positions_T: jax.Array, base: float) -> jax.Array:
+    """Rotary embedding at ``positions_T``: [T] shared by the batch, or [B, T] per row."""
     k = x_BTHK.shape[-1] // 2
     freq_K = base ** (-jnp.arange(k, dtype=jnp.float32) / k)
-    angle_TK = positions_T[:, None].astype(jnp.float32) * freq_K[None, :]
-    sin, cos = jnp.sin(angle_TK)[None, :, None, :], jnp.cos(angle_TK)[None, :, None, :]
+    angle_TK = positions_T[..., None].astype(jnp.float32) * freq_K  # [(B,) T, K]
+    sin, cos = jnp.sin(angle_TK)[..., None, :], jnp.cos(angle_TK)[..., None, :]
     x1, x2 = x_BTHK[..., :k].astype(jnp.float32), x_BTHK[..., k:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BTHK.dtype)
 
@@ -147,10 +148,15 @@ class Block(nnx.Module):
         gate_BTF, up_BTF = jnp.split(self.gate_up(self.mlp_norm(x_BTD)), 2, axis=-1)
         return x_BTD + self.down(jax.nn.silu(gate_BTF) * up_BTF)
 
-    def __call__(self, x_BTD: jax.Array, positions_T: jax.Array, impl: str) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, positions_T: jax.Array, impl: str,
+                 segments_BT: jax.Array | None = None) -> jax.Array:
         q_BTHK, k_BTHK, v_BTHK = self._qkv(x_BTD, positions_T)
-        a_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTHK, v_BTHK, is_causal=True,
-                                              implementation=impl)
+        # document masking: a query sees only keys of its own document (segment id); the
+        # boolean mask is causal-and'ed by XLA and becomes an additive bias under cuDNN
+        mask = (None if segments_BT is None else
+                (segments_BT[:, :, None] == segments_BT[:, None, :])[:, None])
+        a_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTHK, v_BTHK, mask=mask,
+                                              is_causal=True, implementation=impl)
         return self._residual(x_BTD, a_BTHK)
 
     def decode(self, x_BTD: jax.Array, start: jax.Array, cache: tuple[jax.Array, jax.Array]):
@@ -187,16 +193,21 @@ class Transformer(nnx.Module):
                                       dtype=jnp.dtype(c.dtype), rngs=rngs,
                                       kernel_init=_init(("fsdp", "tensor")))
 
-    def __call__(self, tokens_BT: jax.Array, positions_T: jax.Array | None = None) -> jax.Array:
+    def __call__(self, tokens_BT: jax.Array, positions_T: jax.Array | None = None,
+                 segments_BT: jax.Array | None = None) -> jax.Array:
+        """Logits; ``positions_T`` ([T] or [B, T], default 0..T-1) feed the rotary
+        embedding, ``segments_BT`` (document number per token) keeps attention inside each
+        document. Packed training passes both, restarting per document (data/loader.py)."""
         impl = attention_impl(self.c.attention)
         T = tokens_BT.shape[1]
         positions_T = jnp.arange(T) if positions_T is None else positions_T
         x_BTD = self.embed(tokens_BT)
         for block in self.blocks:
             if self.c.remat:
-                x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl))(block, x_BTD)
+                x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl, segments_BT))(block,
+                                                                                   x_BTD)
             else:
-                x_BTD = block(x_BTD, positions_T, impl)
+                x_BTD = block(x_BTD, positions_T, impl, segments_BT)
         return self._logits(x_BTD)
 
     def _logits(self, x_BTD: jax.Array) -> jax.Array:
