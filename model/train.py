@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from datalaws.data.loader import LoaderConfig, make_loader
 from datalaws.exitcodes import EXIT_REQUEUE
 from datalaws.model.flops import flops_per_token, peak_flops
+from datalaws.model.metrics import ProfileWindow, RunLogger
 from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
 from datalaws.records import RunRecord, atomic_write_text, write_record
 
@@ -66,6 +67,7 @@ class TrainConfig:
     run_id: str = "run"
     pool: str | None = None
     loader_workers: int = 0  # grain prefetch processes per host (0: threads)
+    log_every: int = 10  # steps between TensorBoard writes, time splits and progress lines
 
     def __post_init__(self):
         if self.tokens <= 0:
@@ -225,8 +227,13 @@ def _save(mgr, step, state, iterator, c: TrainConfig):
 
 def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path, *,
           eod: int, valid: Mapping[str, np.ndarray] | None = None, quality: Mapping | None = None,
-          eval_fn=None, stop_after: int | None = None, progress: bool = True) -> int:
+          eval_fn=None, stop_after: int | None = None, progress: bool = True,
+          profile_steps: tuple[int, int] | None = None, wandb: bool = False) -> int:
     """Train, checkpoint, evaluate and write the RunRecord. Returns a process exit code.
+
+    Metrics go to metrics.jsonl and TensorBoard event files in ``run_dir`` (and offline W&B
+    with ``wandb``); ``profile_steps=(first, last)`` writes a JAX profiler trace of those
+    steps there (see ``datalaws.model.metrics``).
 
     ``stop_after`` stops (as if preempted, but without a signal) after that many steps of
     this invocation; tests use it. ``eval_fn(model) -> {task: accuracy}`` adds downstream
@@ -263,6 +270,10 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
         metrics_path.unlink(missing_ok=True)
     else:  # drop lines past the restored step (written after the last checkpoint)
         _truncate_metrics(metrics_path, start)
+    log = RunLogger(run_dir, run_id=c.run_id, steps=c.steps, log_every=c.log_every,
+                    tokens_per_step=c.batch * c.model.seq_len, flops_per_token=fpt,
+                    peak_flops=peak, start=start, config=_config_dict(c), wandb=wandb,
+                    progress=progress)
     if progress:
         print(f"[{c.run_id}] {total / 1e6:.2f}M params, {c.steps} steps x {c.batch}x"
               f"{c.model.seq_len} tokens, attention={impl}, mesh={dict(mesh.shape)}, "
@@ -270,36 +281,28 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     t_run = time.perf_counter()
     status, error, code, loss = "done", None, 0, float("nan")
     step = start
-    with _Preempted() as pre, open(metrics_path, "a") as mf:
-        t0, tokens_since = time.perf_counter(), 0
+    with _Preempted() as pre, log, ProfileWindow(run_dir, profile_steps) as prof:
         while step < c.steps:
-            batch = next(iterator)
-            state, m = step_fn(state, {k: jax.make_array_from_process_local_data(
-                batch_sharding, v) for k, v in batch.items()})
-            loss = float(m["loss"])
+            with prof.step(step + 1):
+                with log.timed("data"):
+                    batch = next(iterator)
+                with log.timed("step"):  # float() waits for the device
+                    state, m = step_fn(state, {k: jax.make_array_from_process_local_data(
+                        batch_sharding, v) for k, v in batch.items()})
+                    loss = float(m["loss"])
             step += 1
             if not math.isfinite(loss):
                 status, error = "diverged", f"non-finite loss {loss} at step {step}"
                 break
-            if step == start + 1:  # the first step includes compilation: rates start after it
-                t0, tokens_since = time.perf_counter(), 0
-            else:
-                tokens_since += c.batch * c.model.seq_len
-            dt = time.perf_counter() - t0
-            tps = tokens_since / dt if dt > 0 else 0.0
-            mf.write(json.dumps({"step": step, "loss": loss, "grad_norm": float(m["grad_norm"]),
-                                 "lr": float(schedule(step - 1)),  # this step's update
-                                 "tokens_per_s": tps,
-                                 "mfu": tps * fpt / peak}) + "\n")
-            if progress and (step % 10 == 0 or step == c.steps):
-                print(f"\r[{c.run_id}] step {step}/{c.steps} loss {loss:.4f} "
-                      f"{tps:,.0f} tok/s MFU {100 * tps * fpt / peak:.1f}%", end="", flush=True)
+            log.step(step, loss=loss, grad_norm=float(m["grad_norm"]),
+                     lr=float(schedule(step - 1)))  # this step's update
             if step % c.save_every == 0 or step == c.steps:
-                mf.flush()
-                _save(mgr, step, state, iterator, c)
+                with log.timed("ckpt"):
+                    log.flush()
+                    _save(mgr, step, state, iterator, c)
             if pre.flag or (stop_after is not None and step - start >= stop_after):
                 if step % c.save_every and step != c.steps:
-                    mf.flush()
+                    log.flush()
                     _save(mgr, step, state, iterator, c)
                 status, code = "preempted", EXIT_REQUEUE
                 break
@@ -317,6 +320,9 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
                else (loss if math.isfinite(loss) else None))
     if eval_losses and set(eval_losses) >= set(c.mixture):
         overall = float(sum(c.mixture[d] * eval_losses[d] for d in c.mixture))
+    if status == "done":
+        log.eval(step, eval_losses, accuracy, overall=overall if eval_losses else None)
+    log.close()
     q = quality or {}
     record = RunRecord(
         run_id=c.run_id, status=status, config=_config_dict(c), preset=_preset_name(c.model),
