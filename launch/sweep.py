@@ -135,6 +135,9 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
     codes: dict[str, int] = {}
     queue = list(todo)
     t0 = time.perf_counter()
+    from datalaws.progress import Progress
+
+    bar = Progress(len(todo), "sweep", enabled=progress)
     while queue or running:
         while queue and len(running) < parallel:
             r = queue.pop(0)
@@ -153,15 +156,12 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
             del running[rid]
             if code != 0:
                 atomic_write_text(r.out / "failed.json", json.dumps({"exit_code": code}))
-        if progress:
-            done = len(codes)
-            el = time.perf_counter() - t0
-            eta = el / done * (len(todo) - done) if done else float("nan")
-            print(f"\rsweep: {done}/{len(todo)} finished, {len(running)} running, "
-                  f"{el:.0f} s elapsed, ETA {eta:.0f} s   ", end="", flush=True)
+        done = len(codes)
+        el = time.perf_counter() - t0
+        eta = f", ETA {el / done * (len(todo) - done):.0f} s" if done else ""
+        bar.update(done, f"finished, {len(running)} running, {el:.0f} s elapsed{eta}")
         time.sleep(0.5)
-    if progress:
-        print(flush=True)
+    bar.close()
     return codes
 
 
