@@ -191,6 +191,9 @@ def synthesize(store: str | Path, source: str, model, out: str, *, tokens: int,
     max_new = max_new or model.c.seq_len - prompt_tokens
     rng = np.random.default_rng(seed)
     texts, made, t0, calls = [], 0, time.perf_counter(), 0
+    from datalaws.progress import Progress
+
+    bar = Progress(tokens, "synthesized", enabled=progress)
     while made < tokens:
         if calls > 10 + 10 * tokens / (batch * max_new):
             raise StoreError(f"the model keeps ending documents at once; made {made} of "
@@ -204,12 +207,9 @@ def synthesize(store: str | Path, source: str, model, out: str, *, tokens: int,
             if len(ids):
                 texts.append(tok.decode(ids.tolist()))
                 made += len(ids)
-        if progress:
-            rate = calls * batch * max_new / (time.perf_counter() - t0)
-            print(f"\rsynthesized {made:,}/{tokens:,} tokens, {len(texts)} docs, "
-                  f"{rate:,.0f} tok/s sampled", end="", flush=True)
-    if progress:
-        print(flush=True)
+        rate = calls * batch * max_new / (time.perf_counter() - t0)
+        bar.update(min(made, tokens), f"tokens, {len(texts)} docs, {rate:,.0f} tok/s sampled")
+    bar.close()
     return prepare_domain(store, out, texts, progress=progress, provenance={
         "synthesized_from": source, "synthesis_model": model_name,
         "temperature": temperature, "top_p": top_p, "prompt_tokens": prompt_tokens})

@@ -88,6 +88,9 @@ def document_nll(model: Transformer, docs: Sequence[np.ndarray], *, batch: int =
 
     import time
 
+    from datalaws.progress import Progress
+
+    bar = Progress(len(windows), "scored", enabled=progress)
     t0 = time.perf_counter()
     for b in range(0, len(windows), batch):
         chunk = windows[b:b + batch]
@@ -101,10 +104,7 @@ def document_nll(model: Transformer, docs: Sequence[np.ndarray], *, batch: int =
             nll[owner[b + j]] += s[j]
             count[owner[b + j]] += m[j].sum()
         done = min(b + batch, len(windows))
-        if progress and (b // batch % 20 == 0 or done == len(windows)):
-            rate = done * T / max(time.perf_counter() - t0, 1e-9)
-            print(f"\rscored {done}/{len(windows)} windows, {rate:,.0f} tok/s", end="",
-                  flush=True)
-    if progress:
-        print(flush=True)
+        rate = done * T / max(time.perf_counter() - t0, 1e-9)
+        bar.update(done, f"windows, {rate:,.0f} tok/s")
+    bar.close()
     return nll, count
