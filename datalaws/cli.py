@@ -24,35 +24,23 @@ class UserError(Exception):
 def _cmd_collect(a: argparse.Namespace) -> int:
     import warnings
 
+    from datalaws.fit.table import validate_table
+    from datalaws.io import TABLE_SUFFIXES, check_output_file, write_table
     from datalaws.records import read_records
 
+    out = check_output_file(a.out, force=a.force, suffixes=TABLE_SUFFIXES)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         df = read_records(a.runs_dir, strict=a.strict)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    out = Path(a.out)
-    _write_table(df, out)
+    if df.empty:
+        raise UserError(f"{a.runs_dir}: no readable run records (*.record.json) found")
+    validate_table(df, source=f"records in {a.runs_dir}")  # string losses, duplicate ids...
+    write_table(df, out)
     print(f"collected {len(df)} run records from {a.runs_dir} -> {out}"
           + (f" ({len(caught)} skipped)" if caught else ""))
     return 0
-
-
-def _write_table(df, out: Path) -> None:
-    from datalaws.records import atomic_write_text
-
-    if out.suffix == ".parquet":
-        import io
-
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(out)
-    elif out.suffix == ".csv":
-        atomic_write_text(out, df.to_csv(index=False))
-    else:
-        raise UserError(f"--out {out}: use a .csv or .parquet file name")
 
 
 def _cmd_env(a: argparse.Namespace) -> int:
@@ -76,13 +64,14 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_plan(a: argparse.Namespace) -> int:
-    import json
-
     from datalaws.fit.api import load_fit
     from datalaws.fit.plan import budget_from_gpu_hours, plan
+    from datalaws.io import check_output_file, dumps_json
     from datalaws.model.transformer import PRESETS, ModelConfig, count_params
     from datalaws.records import atomic_write_text
 
+    _check_budget(a)
+    out = check_output_file(Path(a.fit_dir) / "plan.json", force=True, flag="plan")
     result = load_fit(a.fit_dir)
     if result.law.name == "filtering":  # the budget is in samples seen: choose the pool
         from datalaws.fit.plan import pool_frontier
@@ -90,8 +79,8 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         if not a.pools or not a.tokens:
             raise UserError("a filtering-law plan needs --pools name=unique_tokens,... and "
                             "--tokens BUDGET[,BUDGET...] (tokens to train on)")
-        pools = {k: float(v) for k, v in (x.split("=") for x in a.pools.split(","))}
-        front = pool_frontier(result, [float(t) for t in a.tokens.split(",")], pools)
+        pools = {k: v for k, v in _numbers(a.pools, "--pools", named=True).items()}
+        front = pool_frontier(result, list(_numbers(a.tokens, "--tokens").values()), pools)
         print(front.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         atomic_write_text(f"{a.fit_dir}/pool_frontier.csv", front.to_csv(index=False))
         return 0
@@ -106,6 +95,10 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 
     mixture = parse_mixture(a.mixture) if a.mixture else None
     evals = parse_mixture(a.evals) if a.evals else None
+    domains = [r[2:] for r in result.law.inputs if r.startswith("r.")]
+    if mixture is not None and set(mixture) - set(domains):
+        raise UserError(f"--mixture: unknown domain(s) {sorted(set(mixture) - set(domains))}; "
+                        f"the {result.law.name} fit knows {domains or 'no mixture domains'}")
     p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
              metric=a.metric, mixture=mixture, evals=evals)
     cols = [c for c in p.candidates.columns if c != "score"]
@@ -132,9 +125,57 @@ def _cmd_plan(a: argparse.Namespace) -> int:
             f"{k}={v:.3f}" for k, v in best["mixture"].items())
             + f"; P(beats --mixture) = {best['p_beats_default']:.2f}")
     print("\nlaunch it with a sweep spec containing:\n" + p.launch_snippet())
-    atomic_write_text(f"{a.fit_dir}/plan.json", json.dumps(p.to_dict(), indent=1, default=str))
-    print(f"wrote {a.fit_dir}/plan.json")
+    atomic_write_text(out, dumps_json(p.to_dict(), indent=1, default=str))
+    print(f"wrote {out}")
     return 0
+
+
+# A plan is only as good as the presets it snaps to and the runs the law saw: a budget that
+# cannot train the smallest plannable preset on one token per parameter, or beyond any
+# training run ever made, is a typo (1e12 for 1e21, 1e30), not a question worth sampling.
+MAX_BUDGET = 1e27
+
+
+def _check_budget(a: argparse.Namespace) -> None:
+    import math
+
+    for flag, v in (("--budget", a.budget), ("--gpu-hours", a.gpu_hours), ("--mfu", a.mfu)):
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise UserError(f"{flag} {v}: must be a positive finite number")
+    if a.mfu > 1:
+        raise UserError(f"--mfu {a.mfu}: a fraction of peak, at most 1")
+    if a.budget is None:
+        return
+    from datalaws.model.transformer import PRESETS, ModelConfig, count_params
+
+    smallest = min(float(count_params(ModelConfig.preset(p, vocab=a.vocab))[0])
+                   for p in PRESETS if p not in ("tiny", "micro", "mini"))
+    if a.budget < 6 * smallest * smallest:
+        raise UserError(f"--budget {a.budget:.3g}: below {6 * smallest ** 2:.3g} FLOPs, which "
+                        f"trains the smallest plannable preset ({smallest:.3g} params) on only "
+                        "one token per parameter")
+    if a.budget > MAX_BUDGET:
+        raise UserError(f"--budget {a.budget:.3g}: above {MAX_BUDGET:.0e} FLOPs, beyond any "
+                        "training run; check the exponent")
+
+
+def _numbers(text: str, flag: str, *, named: bool = False) -> dict[str, float]:
+    """``1e9,1e10`` or (``named``) ``hq=1e9,web=5e10`` -> positive finite floats."""
+    import math
+
+    out = {}
+    for i, item in enumerate(text.split(",")):
+        key, _, val = item.rpartition("=") if named else ("", "", item)
+        if named and not key.strip():
+            raise UserError(f"{flag} {text!r}: write name=number,... ({item!r})")
+        try:
+            x = float(val)
+        except ValueError:
+            raise UserError(f"{flag} {text!r}: {val!r} is not a number") from None
+        if not math.isfinite(x) or x <= 0:
+            raise UserError(f"{flag} {text!r}: {val!r} must be a positive finite number")
+        out[key.strip() if named else str(i)] = x
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs_dir", help="folder searched recursively for *.record.json")
     c.add_argument("--out", required=True, help="table.csv or table.parquet")
     c.add_argument("--strict", action="store_true", help="a malformed record is an error")
+    c.add_argument("--force", action="store_true", help="overwrite an existing --out")
     c.set_defaults(func=_cmd_collect)
 
     e = sub.add_parser("env", help="versions of the stack and the JAX devices")
@@ -206,19 +248,54 @@ def _host_devices_for_chains(n: int = 4) -> None:
                                    f" --xla_force_host_platform_device_count={n}").strip()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that temporary outputs are cleaned up the same way."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _one_line(e: BaseException) -> str:
+    text = "; ".join(x.strip() for x in str(e).splitlines() if x.strip())
+    return text or type(e).__name__
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:
+        # train saves its own checkpoint on SIGINT/SIGTERM inside the loop; any other command
+        # (or train before its first step) has written nothing partial: temp files are gone
+        sig = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
+        print(f"interrupted ({sig}): datalaws {args.command} stopped; nothing partial was "
+              "written and earlier outputs are unchanged", file=sys.stderr)
+        return EXIT_REQUEUE if sig == "SIGTERM" and args.command == "train" else 130
+    except (UserError, ValueError, OSError) as e:  # TableError, StoreError, OutputError, ...
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # ours (SlurmError, ...) are bad input or a failed service
+        if not type(e).__module__.startswith("datalaws"):
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("fit", "predict", "plan", "report", "demo", "nested"):
         _host_devices_for_chains()  # before the subcommand modules import jax
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _run(args)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

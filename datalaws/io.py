@@ -30,9 +30,10 @@ from typing import Any
 
 __all__ = ["OutputError", "atomic_write_text", "atomic_write_bytes", "building_dir",
            "dumps_json", "read_jsonl", "check_output_file", "check_output_dir", "file_mode",
-           "dir_mode", "NONFINITE_KEY"]
+           "dir_mode", "NONFINITE_KEY", "TABLE_SUFFIXES", "write_table"]
 
 NONFINITE_KEY = "_nonfinite"
+TABLE_SUFFIXES = (".csv", ".parquet")
 _umask_lock = threading.Lock()
 
 
@@ -203,3 +204,17 @@ def check_output_dir(path: str | os.PathLike, *, force: bool = False,
                           "overwrite it")
     _writable_parent(path / "x", flag)
     return path
+
+
+def write_table(df: Any, path: str | os.PathLike) -> Path:
+    """Write a DataFrame atomically in the format its extension names (.csv or .parquet)."""
+    import io
+
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return atomic_write_bytes(path, buf.getvalue())
+    if path.suffix.lower() == ".csv":
+        return atomic_write_text(path, df.to_csv(index=False))
+    raise OutputError(f"{path}: use a file name ending in .csv or .parquet")

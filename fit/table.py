@@ -79,8 +79,10 @@ def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
 
 
 # the data contract (DESIGN.md): these columns, where present, are counts that must be > 0
-SIZE_COLUMNS = ("params", "params_nonembed", "tokens", "unique_tokens", "flops", "N", "D")
-_NUMERIC = SIZE_COLUMNS + ("steps", "repetitions", "diversity", "syntheticity", "loss")
+# (params_nonembed and flops are derived and may be 0 where unknown: numeric only)
+SIZE_COLUMNS = ("params", "tokens", "unique_tokens", "N", "D")
+_NUMERIC = SIZE_COLUMNS + ("params_nonembed", "flops", "steps", "repetitions", "diversity",
+                           "syntheticity", "loss")
 
 
 def _is_numeric(name: str) -> bool:
