@@ -24,16 +24,17 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS
     from datalaws.fit.api import fit, save_fit
     from datalaws.fit.infer import FitConfig
-    from datalaws.fit.table import read_table
+    from datalaws.fit.table import read_table, validate_table
 
-    df = read_table(a.data)
-    priors = dict(p.split("=", 1) for p in a.prior or [])
+    out_dir = _check_fit_out(a.out, a.force)  # before reading or sampling anything
+    df = validate_table(read_table(a.data), source=str(a.data))
+    priors = _priors(a.prior)
     result = fit(df, a.law, config=FitConfig(chains=a.chains, warmup=a.warmup, draws=a.draws,
                                              seed=a.seed, likelihood=a.likelihood),
                  columns=_pairs(a.columns, "--columns"), priors=priors, holdout=a.holdout,
                  discrepancy=a.discrepancy, accuracy=a.accuracy,
                  floors={k: float(v) for k, v in _pairs(a.floors, "--floors").items()})
-    out = save_fit(result, a.out)
+    out = save_fit(result, out_dir)
     _print_summary(result.summary)
     print(f"wrote {out}/posterior.nc, summary.json, point_fit.json")
     if not result.summary["diagnostics"]["ok"]:
@@ -44,6 +45,42 @@ def _cmd_fit(a: argparse.Namespace) -> int:
                   "(rerun with more --warmup/--draws, or --allow-bad to accept)", file=sys.stderr)
             return EXIT_BAD_DIAGNOSTICS
     return 0
+
+
+FIT_MARKERS = ("summary.json", "posterior.nc")  # a folder holding these is a fit
+
+
+def _check_fit_out(out: str, force: bool):
+    """Refuse an output folder before sampling: a file, or an existing fit without --force,
+    or a non-empty folder that is not a fit (a run, a store) even with --force."""
+    from pathlib import Path
+
+    from datalaws.io import OutputError, check_output_dir
+
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists()
+                                                       for m in FIT_MARKERS):
+        raise OutputError(f"--out {out}: a non-empty folder that is not a fit; choose "
+                          "another folder")
+    return check_output_dir(out, force=force)
+
+
+def _priors(items: list[str] | None) -> dict[str, str]:
+    """``--prior name=Dist(args)``, each checked now (not after the data are read)."""
+    from datalaws.fit.laws import parse_prior
+
+    out = {}
+    for item in items or []:
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--prior {item!r}: write name=Distribution(args), e.g. "
+                             "alpha='LogNormal(-1,0.3)'")
+        try:
+            parse_prior(text.strip())
+        except TypeError as e:  # wrong number of arguments for the distribution
+            raise ValueError(f"--prior {item!r}: {e}") from None
+        out[name.strip()] = text.strip()
+    return out
 
 
 def _print_summary(s: dict) -> None:
@@ -71,15 +108,30 @@ def _print_summary(s: dict) -> None:
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     from datalaws.fit.api import load_fit, predict
-    from datalaws.fit.table import read_table
-    from datalaws.records import atomic_write_text
+    from datalaws.fit.table import read_table, validate_table
+    from datalaws.io import TABLE_SUFFIXES, check_output_file, write_table
 
+    dest = check_output_file(a.out, force=a.force, suffixes=TABLE_SUFFIXES,
+                             protect=FIT_MARKERS)
+    quantiles = _quantiles(a.quantiles)
     result = load_fit(a.fit_dir)
-    quantiles = [float(q) for q in a.quantiles.split(",")]
-    out = predict(result, read_table(a.at), quantiles=quantiles)
-    atomic_write_text(a.out, out.to_csv(index=False))
-    print(f"wrote {len(out)} predictions to {a.out}")
+    domains = [r[2:] for r in result.law.inputs if r.startswith("r.")]
+    points = validate_table(read_table(a.at), source=str(a.at), domains=domains)
+    out = predict(result, points, quantiles=quantiles)
+    write_table(out, dest)  # .csv or .parquet, as the extension says
+    print(f"wrote {len(out)} predictions to {dest}")
     return 0
+
+
+def _quantiles(text: str) -> list[float]:
+    try:
+        qs = [float(q) for q in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--quantiles {text!r}: write numbers in (0, 1), e.g. 0.05,0.5,0.95"
+                         ) from None
+    if not all(0 < q < 1 for q in qs):
+        raise ValueError(f"--quantiles {text!r}: each must lie strictly between 0 and 1")
+    return qs
 
 
 def _cmd_laws(a: argparse.Namespace) -> int:
@@ -122,7 +174,10 @@ def _cmd_compare(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from datalaws.fit.report import write_report
     from datalaws.fit.table import read_table
+    from datalaws.io import check_output_file
 
+    # never over a fit's own files, nor over another page without --force
+    check_output_file(a.out, force=a.force, suffixes=(".html",), protect=FIT_MARKERS)
     table = read_table(a.data) if a.data else None
     print(f"wrote {write_report(a.fit_dirs, table, a.out)}")
     return 0
@@ -198,6 +253,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     r.add_argument("fit_dirs", nargs="+")
     r.add_argument("--data", help="the table the fits used (for curves and residuals)")
     r.add_argument("--out", required=True, help="report.html")
+    r.add_argument("--force", action="store_true", help="overwrite an existing --out")
     r.set_defaults(func=_cmd_report)
 
     f = sub.add_parser("fit", help="fit a law to a table of runs with NUTS")
@@ -217,12 +273,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--likelihood", default="studentt", choices=["studentt", "normal"])
     f.add_argument("--allow-bad", action="store_true", help="exit 0 even if diagnostics fail")
+    f.add_argument("--force", action="store_true", help="overwrite an existing fit in --out")
     f.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("predict", help="posterior predictive at new points")
     p.add_argument("fit_dir")
     p.add_argument("--at", required=True, help="table of points (.csv/.parquet)")
-    p.add_argument("--out", required=True, help="output .csv")
+    p.add_argument("--out", required=True, help="output .csv or .parquet")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
     p.set_defaults(func=_cmd_predict)
 
