@@ -29,8 +29,8 @@ import jax
 
 from datalaws.io import dumps_json
 
-__all__ = ["RunLogger", "ProfileWindow", "parse_profile_steps", "DATA_WAIT_WARN",
-           "TIME_PARTS"]
+__all__ = ["RunLogger", "ProfileWindow", "parse_profile_steps", "require_wandb",
+           "DATA_WAIT_WARN", "TIME_PARTS"]
 
 DATA_WAIT_WARN = 0.05  # share of step time spent waiting for data that earns a warning
 TIME_PARTS = ("data", "step", "ckpt")  # the timed parts of an interval, in loop order
@@ -38,12 +38,12 @@ TIME_PARTS = ("data", "step", "ckpt")  # the timed parts of an interval, in loop
 
 def parse_profile_steps(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
     """``"20:25"`` -> (20, 25): steps 20 to 25 inclusive, numbered as in metrics.jsonl."""
-    if text is None or isinstance(text, tuple):
-        return text
-    parts = str(text).split(":")
+    if text is None:
+        return None
+    parts = list(text) if isinstance(text, (list, tuple)) else str(text).split(":")
     try:
         first, last = (int(p) for p in parts)
-    except ValueError:
+    except (ValueError, TypeError):
         raise ValueError(f"--profile-steps {text!r}: use FIRST:LAST, e.g. 20:25") from None
     if not 1 <= first <= last:
         raise ValueError(f"--profile-steps {text!r}: need 1 <= FIRST <= LAST")
@@ -98,8 +98,10 @@ class RunLogger:
         finally:
             self._parts[part] += time.perf_counter() - t
 
-    def step(self, step: int, *, loss: float, grad_norm: float, lr: float) -> dict:
-        """Log one finished step; returns the metrics.jsonl row."""
+    def step(self, step: int, *, loss: float, grad_norm: float, lr: float,
+             extra: Mapping | None = None) -> dict:
+        """Log one finished step (``extra``: more fields of its row, e.g. a validation-curve
+        point); returns the metrics.jsonl row."""
         now = time.perf_counter()
         if step == self.start + 1:  # compilation step: rates and split start after it
             self._reset_interval(now)
@@ -110,7 +112,7 @@ class RunLogger:
         dt = now - self._t_rate
         tps = self._tokens / dt if dt > 0 else 0.0
         row = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr,
-               "tokens_per_s": tps, "mfu": tps * self.fpt / self.peak}
+               "tokens_per_s": tps, "mfu": tps * self.fpt / self.peak} | dict(extra or {})
         if (step % self.log_every == 0 or step == self.steps) and self._n_interval:
             row |= self._split(now)
             self._interval(step, row)
@@ -196,12 +198,19 @@ class RunLogger:
             self._wandb.log(scalars, step=step)
 
 
-def _open_wandb(run_dir: Path, run_id: str, config: Mapping):
-    try:
-        import wandb
-    except ImportError:
+def require_wandb() -> None:
+    """Raise one clear line when ``--wandb`` is asked for without the package."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
         raise ValueError("--wandb: the wandb package is not installed (pip install wandb); "
-                         "TensorBoard event files are written without it") from None
+                         "TensorBoard event files are written without it")
+
+
+def _open_wandb(run_dir: Path, run_id: str, config: Mapping):
+    require_wandb()
+    import wandb
+
     # offline: nothing leaves the machine; `wandb sync RUN_DIR/wandb/offline-run-*` uploads
     return wandb.init(project="datalaws", name=run_id, id=run_id, dir=str(run_dir),
                       mode="offline", config=dict(config), resume="allow")
