@@ -8,20 +8,98 @@ __all__ = ["register_cli"]
 
 
 def _cmd_prepare(a: argparse.Namespace) -> int:
+    import os
+    import shutil
+    import tempfile
     from pathlib import Path
 
-    from datalaws.data.store import prepare_domain, read_documents, train_tokenizer
+    from datalaws.data.store import (
+        StoreError,
+        prepare_domain,
+        read_documents,
+        train_tokenizer,
+    )
 
     store = Path(a.out)
+    _check_prepare(a, store)
+    docs = list(read_documents(a.src, field=a.field))  # every file read and checked first
+    if a.force and (store / a.domain / "meta.json").exists():
+        _replace_domain(store, a.domain, docs)
+        return 0
+    if (store / "tokenizer.json").exists():
+        prepare_domain(store, a.domain, docs)
+        return 0
+    # A new store's tokenizer and first domain are built in a temporary folder and moved in
+    # only when both are complete: a failure never leaves a tokenizer trained on nothing.
+    new_store = not store.exists()
     store.mkdir(parents=True, exist_ok=True)
-    docs = list(read_documents(a.src, field=a.field))
-    if not (store / "tokenizer.json").exists():
+    tmp = Path(tempfile.mkdtemp(prefix=".prepare.", suffix=".partial", dir=store))
+    try:
         if a.tokenizer:
-            (store / "tokenizer.json").write_bytes(Path(a.tokenizer).read_bytes())
+            (tmp / "tokenizer.json").write_bytes(Path(a.tokenizer).read_bytes())
         else:
-            train_tokenizer(docs, a.vocab, store / "tokenizer.json")
-    prepare_domain(store, a.domain, docs)
+            train_tokenizer(docs, a.vocab, tmp / "tokenizer.json")
+        prepare_domain(tmp, a.domain, docs)
+        try:
+            os.link(tmp / "tokenizer.json", store / "tokenizer.json")  # fails if one appeared
+        except FileExistsError:
+            raise StoreError(f"{store}/tokenizer.json appeared while preparing (another "
+                             "prepare?); rerun") from None
+        os.rename(tmp / a.domain, store / a.domain)
+    except BaseException:
+        if new_store:
+            shutil.rmtree(store, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _check_prepare(a: argparse.Namespace, store) -> None:
+    """Refuse before reading or tokenizing: a file in place of the store, a finished domain
+    without --force, a missing --tokenizer, a tokenizer other than the store's."""
+    from pathlib import Path
+
+    from datalaws.data.store import StoreError
+
+    if store.exists() and not store.is_dir():
+        raise StoreError(f"--out {store}: is a file, not a store folder")
+    if not a.domain or a.domain.startswith(".") or "/" in a.domain:
+        raise StoreError(f"--domain {a.domain!r}: use a plain name (letters, digits, _ -)")
+    if (store / a.domain / "meta.json").exists() and not a.force:
+        raise StoreError(f"{store / a.domain}: domain already prepared; pass --force to "
+                         "rebuild it")
+    if a.vocab < 300:
+        raise StoreError(f"--vocab {a.vocab}: a byte-level BPE needs at least 257 ids (256 "
+                         "bytes + end of document); use >= 300")
+    if a.tokenizer:
+        tok = Path(a.tokenizer)
+        if not tok.is_file():
+            raise StoreError(f"--tokenizer {tok}: no such file")
+        have = store / "tokenizer.json"
+        if have.exists() and have.read_bytes() != tok.read_bytes():
+            raise StoreError(f"--tokenizer {tok}: differs from the store's {have}; a store "
+                             "has one tokenizer")
+
+
+def _replace_domain(store, domain: str, docs: list[str]) -> None:
+    """--force: build the new domain aside, then swap it in; the old one stays on failure."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from datalaws.data.store import prepare_domain
+
+    tmp = Path(tempfile.mkdtemp(prefix=".prepare.", suffix=".partial", dir=store))
+    try:
+        os.link(store / "tokenizer.json", tmp / "tokenizer.json")
+        prepare_domain(tmp, domain, docs)
+        old = tmp / ".old"
+        os.rename(store / domain, old)
+        os.rename(tmp / domain, store / domain)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cmd_stats(a: argparse.Namespace) -> int:
@@ -41,10 +119,21 @@ def _cmd_stats(a: argparse.Namespace) -> int:
 
 
 def _cmd_quality(a: argparse.Namespace) -> int:
-    from datalaws.data.store import add_syntheticity, domain_stats
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from datalaws.data.store import StoreError, add_syntheticity, domain_stats
     from datalaws.model.score import document_nll, load_model
 
+    tok = Path(a.store) / "tokenizer.json"
+    if not tok.is_file():
+        raise StoreError(f"{a.store}: not a token store (no tokenizer.json)")
     model = load_model(a.teacher)
+    vocab = Tokenizer.from_file(str(tok)).get_vocab_size()
+    if model.c.vocab != vocab:  # scores under another tokenizer are meaningless (NaN)
+        raise StoreError(f"--teacher {a.teacher}: trained with a {model.c.vocab}-token "
+                         f"vocabulary; {tok} has {vocab}: train the teacher on this store")
     for row in domain_stats(a.store):
         if not row.get("complete"):
             print(f"skipping incomplete domain {row['domain']}")
@@ -103,6 +192,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field", default="text", help="text field of JSONL/Parquet")
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--tokenizer", help="existing tokenizer.json to use")
+    p.add_argument("--force", action="store_true", help="rebuild a domain already prepared")
     p.set_defaults(func=_cmd_prepare)
     q = dsub.add_parser("quality", help="syntheticity: 1/perplexity under a teacher run")
     q.add_argument("store")

@@ -31,6 +31,7 @@ import ast
 import gzip
 import hashlib
 import json
+import shutil
 import sysconfig
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
+from datalaws.io import building_dir
 from datalaws.records import atomic_write_text
 
 __all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer",
@@ -112,12 +114,16 @@ def read_documents(paths: Iterable[str | Path], *, field: str = "text") -> Itera
                                       field=field)
             continue
         if p.suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
             table = pq.read_table(p)
             if field not in table.column_names:
                 raise StoreError(f"{p}: no column {field!r}; columns: {table.column_names}")
-            yield from (t for t in table.column(field).to_pylist() if t)
+            col = table.column(field)
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                raise StoreError(f"{p}: column {field!r} is {col.type}, not text")
+            yield from (t for t in col.to_pylist() if t)
             continue
         raw = p.read_bytes()
         if b"\x00" in raw[:8192]:
@@ -134,8 +140,11 @@ def read_documents(paths: Iterable[str | Path], *, field: str = "text") -> Itera
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise StoreError(f"{p}:{i}: invalid JSON ({e.msg})") from None
-                if field not in obj:
+                if not isinstance(obj, dict) or field not in obj:
                     raise StoreError(f"{p}:{i}: no field {field!r}")
+                if not isinstance(obj[field], str):
+                    raise StoreError(f"{p}:{i}: field {field!r} is a "
+                                     f"{type(obj[field]).__name__}, not a string")
                 yield obj[field]
         else:
             yield text
@@ -206,7 +215,36 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
     doc_bytes = np.array([len(d.encode()) for d in unique], dtype=np.int64)
     mb = doc_bytes.sum() / 1e6
     dt = time.perf_counter() - t0
-    ddir.mkdir(parents=True, exist_ok=True)
+    _clear_incomplete(ddir)
+    # built under a temporary name and renamed when complete: a failure or Ctrl-C leaves
+    # nothing that a later prepare would take for this domain
+    with building_dir(ddir) as tmp:
+        meta = _write_domain(tmp, domain, unique, tokens, lengths, div, doc_bytes, held,
+                             n_in, tok_path, eod, dtype, provenance)
+    if progress:
+        print(f"prepared {domain}: {len(unique)} docs, {tokens.size:,} tokens, "
+              f"{mb:.1f} MB at {mb / max(dt, 1e-9):.1f} MB/s, diversity {meta['diversity']:.3f}",
+              flush=True)
+    return meta
+
+
+_DOMAIN_FILES = {"tokens.zarr", "doc_offsets.zarr", "diversity.zarr", "doc_bytes.zarr",
+                 "syntheticity.zarr", "meta.json"}
+
+
+def _clear_incomplete(ddir: Path) -> None:
+    """Remove a domain folder left without meta.json by an older, non-atomic prepare."""
+    if not ddir.exists():
+        return
+    names = {p.name for p in ddir.iterdir()}
+    if not ddir.is_dir() or names - _DOMAIN_FILES:
+        raise StoreError(f"{ddir}: exists and is not a domain of this store; choose another "
+                         "--domain name")
+    shutil.rmtree(ddir)
+
+
+def _write_domain(ddir, domain, unique, tokens, lengths, div, doc_bytes, held, n_in, tok_path,
+                  eod, dtype, provenance) -> dict:
     _write_array(ddir / "tokens.zarr", tokens)
     _write_array(ddir / "doc_offsets.zarr", np.concatenate([[0], np.cumsum(lengths)]))
     _write_array(ddir / "diversity.zarr", div)
@@ -218,10 +256,6 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
             "validation": _split_info(tokens, lengths, int(held.sum())),
             **(provenance or {}), "complete": True}
     atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
-    if progress:
-        print(f"prepared {domain}: {len(unique)} docs, {tokens.size:,} tokens, "
-              f"{mb:.1f} MB at {mb / max(dt, 1e-9):.1f} MB/s, diversity {meta['diversity']:.3f}",
-              flush=True)
     return meta
 
 
