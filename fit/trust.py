@@ -1,0 +1,140 @@
+"""How far a prediction reaches beyond the fitted runs, and what that does to its interval.
+
+Shared by the planner, ``datalaws next`` and the report: the extrapolation distance of any
+point (optionally as if some extra runs had been fitted too), the trained range of model
+sizes, draws of the discrepancy scale ``k``, a predictive with common random numbers (one
+discrepancy and noise draw per posterior draw, shared by every point, so quantiles are smooth
+functions of the inputs rather than Monte Carlo noise), the backtest coverage measured at a
+given distance, and probabilities in words.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from datalaws.fit import discrepancy as disc
+from datalaws.fit.api import FitResult, _law_frame, predictive_draws
+from datalaws.fit.table import law_data
+
+__all__ = ["raw_inputs", "extrapolation_distance", "trained_range", "k_samples",
+           "crn_log_loss", "backtest_coverage_at", "in_words"]
+
+
+def raw_inputs(result: FitResult, points: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The law's inputs (unscaled) at ``points``, read through the fit's column names."""
+    law = result.law
+    cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
+    return law_data(_law_frame(points, law), law.inputs, target=None, columns=cols,
+                    nonneg=law.unscaled).inputs
+
+
+def _hull(result: FitResult) -> np.ndarray | None:
+    h = result.summary["discrepancy"].get("hull")
+    if h is None or not getattr(result.law, "axes", None) or not hasattr(disc, "hull_distance"):
+        return None
+    return np.atleast_2d(np.asarray(h, dtype=np.float64))
+
+
+def extrapolation_distance(result: FitResult, points: pd.DataFrame,
+                           extra: pd.DataFrame | None = None) -> np.ndarray:
+    """Distance [n] of ``points`` from the fitted runs, the one the discrepancy term widens
+    with; with ``extra``, as if those runs had been fitted too (what ``next`` asks)."""
+    law, dsum = result.law, result.summary["discrepancy"]
+    inputs = raw_inputs(result, points)
+    hull = _hull(result)
+    if hull is not None:  # distance from the hull of the fitted runs in the law's axes
+        if extra is not None and len(extra):
+            hull = np.vstack([hull, disc.axis_coords(law.axes, raw_inputs(result, extra))])
+        return disc.hull_distance(disc.axis_coords(law.axes, inputs), hull)
+    x_max = float(dsum["x_max_fit"])  # one axis: log distance beyond the largest fitted run
+    if extra is not None and len(extra):
+        x_max = max(x_max, float(np.max(raw_inputs(result, extra)[law.axis])))
+    return np.maximum(0.0, np.log(np.asarray(inputs[law.axis], np.float64) / x_max))
+
+
+def trained_range(result: FitResult, role: str = "N") -> tuple[float, float]:
+    """(smallest, largest) value of ``role`` among the fitted runs."""
+    s = result.summary
+    if role in s.get("ranges", {}):
+        lo, hi = s["ranges"][role]
+        return float(lo), float(hi)
+    hull = _hull(result)
+    if hull is not None:
+        for i, ax in enumerate(result.law.axes):
+            if ax.log and dict(ax.powers) == {role: 1.0}:
+                return float(np.exp(hull[:, i].min())), float(np.exp(hull[:, i].max()))
+    if role == result.law.axis and role in s["scales"]:
+        # older fits keep only the largest value and the geometric mean: assume a range
+        # symmetric about the mean on the log scale (what log-spaced sweeps have)
+        hi = float(s["discrepancy"]["x_max_fit"])
+        return float(s["scales"][role] ** 2 / hi), hi
+    raise ValueError(f"the fit does not record the range of {role!r}; give --min-params and "
+                     "--max-params")
+
+
+def k_samples(result: FitResult, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` draws of the discrepancy scale k (its posterior where the fit has one)."""
+    dsum = result.summary["discrepancy"]
+    grid, w = dsum.get("k_grid"), dsum.get("k_weights")
+    if grid is not None and w is not None:
+        w = np.asarray(w, np.float64)
+        return np.asarray(grid)[np.random.default_rng(seed).choice(len(w), n, p=w / w.sum())]
+    if dsum.get("k_draws") is not None:
+        return np.resize(np.asarray(dsum["k_draws"], np.float64), n)
+    return np.full(n, float(dsum.get("k", 0.0)))
+
+
+def crn_log_loss(result: FitResult, points: pd.DataFrame, *, seed: int = 0,
+                 noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Predictive log loss draws [S, n] (law + discrepancy beyond the data + run noise) with
+    one z and one noise draw per posterior draw, shared by all points; and the law alone."""
+    log_law = np.log(predictive_draws(result, points, seed=seed)["loss_law"])
+    S = log_law.shape[0]
+    rng = np.random.default_rng(seed)
+    d = extrapolation_distance(result, points)
+    out = log_law + (k_samples(result, S, seed) * rng.standard_normal(S))[:, None] * d[None, :]
+    samples = result.samples()
+    if noise and "sigma" in samples:
+        sigma = np.resize(np.asarray(samples["sigma"], np.float64).reshape(-1), S)
+        nu = samples.get("nu")
+        eps = (rng.standard_t(np.resize(np.asarray(nu, np.float64).reshape(-1), S))
+               if nu is not None and result.summary.get("likelihood") == "studentt"
+               else rng.standard_normal(S))
+        out = out + (sigma * eps)[:, None]
+    return out, log_law
+
+
+def backtest_coverage_at(result: FitResult, d: float) -> dict:
+    """The backtest's 50%/90% coverage (with the discrepancy) at distance ``d``: the rows
+    whose distance bin holds ``d``, else the farthest bin, flagged as beyond it."""
+    rows = result.summary["discrepancy"].get("backtest") or []
+    rows = [r for r in rows if "backtest_cov90" in r]
+    if not rows:
+        return {"n": 0, "note": "no backtest: this fit's intervals beyond the data are "
+                                "untested"}
+    bt = pd.DataFrame(rows)
+    d_max = float(bt.d_hi.max())
+    sel = bt[(bt.d_lo <= d + 1e-9) & (bt.d_hi >= d - 1e-9)]
+    beyond = sel.empty
+    if beyond:
+        sel = bt[bt.d_hi >= d_max - 1e-9]
+    n = int(sel.n.sum())
+    w = sel.n / max(n, 1)
+    out = {"n": n, "cov50": float((sel.backtest_cov50 * w).sum()),
+           "cov90": float((sel.backtest_cov90 * w).sum()), "d_max_backtested": d_max,
+           "beyond_backtest": bool(beyond and d > d_max)}
+    out["note"] = (f"beyond every backtested distance (largest {d_max:.2f}); the farthest "
+                   "bin's coverage is shown" if out["beyond_backtest"] else
+                   f"backtest rows at this distance: {n}")
+    return out
+
+
+def in_words(p: float) -> str:
+    """A probability as the IPCC likelihood scale words it."""
+    for lo, word in ((0.99, "virtually certain"), (0.9, "very likely"), (0.66, "likely"),
+                     (0.33, "about as likely as not"), (0.1, "unlikely"),
+                     (0.01, "very unlikely")):
+        if p >= lo:
+            return word
+    return "exceptionally unlikely"
