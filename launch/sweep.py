@@ -10,6 +10,9 @@ A spec::
     tokens = [2e5, 4e5]
     mixture = ["code=0.6,docs=0.2,docstrings=0.2", "code=0.2,docs=0.4,docstrings=0.4"]
     seed = [0]
+    [[runs]]              # and/or explicit runs, one table each (what `datalaws next` writes)
+    preset = "mini"
+    tokens = 8e5
 
 A run's id is a hash of its normalised config, so relaunching a sweep finds its runs again:
 finished runs (a record with status done/diverged) are skipped, partial ones resume from
@@ -62,8 +65,8 @@ def load_spec(path: str | Path) -> dict:
             spec = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: invalid TOML ({e})") from None
-    if "grid" not in spec:
-        raise ValueError(f"{path}: a sweep spec needs a [grid] table")
+    if "grid" not in spec and "runs" not in spec:
+        raise ValueError(f"{path}: a sweep spec needs a [grid] table or [[runs]] tables")
     spec.setdefault("defaults", {})
     spec.setdefault("out", str(path.with_suffix("")) + "_runs")
     return spec
@@ -71,12 +74,14 @@ def load_spec(path: str | Path) -> dict:
 
 def expand(spec: dict) -> list[Run]:
     """All runs of the grid, each with a stable id and its own output folder."""
-    grid = spec["grid"]
+    grid = spec.get("grid") or {}
     keys = sorted(grid)
+    combos = [dict(zip(keys, values)) for values in itertools.product(
+        *(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys))] if grid else []
+    combos += [dict(r) for r in spec.get("runs", [])]  # [[runs]]: explicit runs (`next`)
     runs = []
-    for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]]
-                                      for k in keys)):
-        cfg = _normalise(spec["defaults"] | dict(zip(keys, values)))
+    for over in combos:
+        cfg = _normalise(spec["defaults"] | over)
         run_id = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
         cfg |= {"run_id": run_id, "out": str(Path(spec["out"]) / run_id)}
         runs.append(Run(run_id, cfg))
