@@ -73,16 +73,24 @@ def _cmd_status(a):
     from datalaws.launch.sweep import expand, load_spec, status
 
     spec = load_spec(a.spec)
-    queued = {}
+    queued, ended = {}, {}
     if (Path(spec["out"]) / "slurm" / "submissions.json").exists():
-        from datalaws.launch.slurm import queued_runs
+        from datalaws.launch.slurm import ALIVE, task_states
 
-        queued = queued_runs(spec["out"])
+        for rid, t in task_states(spec["out"]).items():
+            (queued if t["state"] in ALIVE else ended)[rid] = t
     rows = status(expand(spec), queued)
+    for r in rows:  # a task SLURM ended (timeout, out of memory, node failure) left no record
+        t = ended.get(r["run_id"])
+        if t and r["state"] in ("pending", "partial") and t["state"] != "COMPLETED":
+            r.update(slurm=t["state"], job=t["job"], task=t["task"])
+            if r["state"] == "pending":  # it never wrote a step: it did not start properly
+                r["state"] = "failed"
     for r in rows:
         loss = f"{r['loss']:.4f}" if r["loss"] is not None else "-"
         job = f"  job {r['job']}_{r['task']}" if "job" in r else ""
-        code = f" (exit {r['exit_code']})" if "exit_code" in r else ""
+        code = (f" (exit {r['exit_code']})" if "exit_code" in r else
+                f" ({r['slurm']})" if "slurm" in r else "")
         eta = f"  ETA {r['eta_s']:.0f} s" if "eta_s" in r else ""
         print(f"{r['run_id']}  {r['state'] + code:12s} step {r['step']:>6}/{r['steps']:<6} "
               f"loss {loss:>8}  {r['preset']:>6} {r['tokens']:>12,d} tok{job}{eta}")

@@ -5,7 +5,9 @@
 and failed runs only with ``retry_failed``. Each array task runs ``python -m
 datalaws.launch.task TASKS.json INDEX``, which trains its run (resuming from the run's
 checkpoint if there is one) and, on a non-zero exit, leaves ``failed.json`` with the code.
-``--requeue`` lets SLURM requeue preempted tasks; training saves on SIGTERM.
+``--requeue`` lets SLURM requeue preempted tasks; training saves on SIGTERM. Job states
+come from squeue while the controller lists a job, then (after MinJobAge purges it) from
+sacct or the job-completion log.
 Multi-node tasks call ``jax.distributed.initialize()``, which reads SLURM's environment.
 """
 
@@ -22,7 +24,8 @@ from pathlib import Path
 from datalaws.launch.sweep import Run, run_state
 from datalaws.records import atomic_write_text
 
-__all__ = ["SlurmProfile", "sbatch_script", "submit", "queued_runs", "SlurmError"]
+__all__ = ["SlurmProfile", "sbatch_script", "submit", "queued_runs", "task_states",
+           "SlurmError", "ALIVE"]
 
 
 class SlurmError(RuntimeError):
@@ -91,27 +94,78 @@ def _submissions(sweep_dir: Path) -> list[dict]:
     return json.loads(f.read_text()) if f.exists() else []
 
 
-def queued_runs(sweep_dir: str | Path) -> dict[str, dict]:
-    """run_id -> {job, task, state} for this sweep's tasks that squeue lists as alive."""
-    sweep_dir = Path(sweep_dir)
-    subs = _submissions(sweep_dir)
+ALIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
+         "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
+_TASK = re.compile(r"(\d+)_(\d+)\|(\w+)")
+
+
+def _squeue_states() -> dict[tuple[int, int], str]:
+    """(job, task) -> state of this user's jobs the controller still lists. Not ``-j IDS``:
+    squeue fails outright when one of them has been purged (MinJobAge)."""
+    import getpass
+
+    out = _run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T"])
+    return {(int(m[1]), int(m[2])): m[3] for m in map(_TASK.match, out.split()) if m}
+
+
+def _sacct_states(jobs: list[int]) -> dict[tuple[int, int], str]:
+    """Final states of purged jobs from accounting (sacct); where the cluster keeps no
+    accounting, from the job-completion log (JobCompType=jobcomp/filetxt); else nothing."""
+    try:
+        out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(map(str, jobs)),
+                    "-o", "JobID,State"])
+        found = {(int(m[1]), int(m[2])): m[3] for m in map(_TASK.match, out.split()) if m}
+        if found:
+            return found
+    except SlurmError:
+        pass  # no slurmdbd: "accounting storage is disabled"
+    return _jobcomp_states(set(jobs))
+
+
+def _jobcomp_states(jobs: set[int]) -> dict[tuple[int, int], str]:
+    try:
+        conf = _run(["scontrol", "show", "config"])
+    except SlurmError:
+        return {}
+    m_type = re.search(r"^JobCompType\s*=\s*(\S+)", conf, re.M)
+    m_loc = re.search(r"^JobCompLoc\s*=\s*(\S+)", conf, re.M)
+    if not (m_type and m_loc and m_type[1].endswith("filetxt")) or not Path(m_loc[1]).is_file():
+        return {}
+    found = {}
+    for line in Path(m_loc[1]).read_text(errors="replace").splitlines():
+        f = dict(x.split("=", 1) for x in line.split() if "=" in x)
+        try:
+            job, task = int(f.get("ArrayJobId", f.get("JobId", -1))), int(f["ArrayTaskId"])
+        except (KeyError, ValueError):
+            continue
+        if job in jobs:
+            found[(job, task)] = f.get("JobState", "UNKNOWN")  # later lines: a requeued task
+    return found
+
+
+def task_states(sweep_dir: str | Path) -> dict[str, dict]:
+    """run_id -> {job, task, state} for every submitted task SLURM knows about: squeue for
+    jobs it still lists, sacct (or the completion log) for jobs it has already purged."""
+    subs = _submissions(Path(sweep_dir))
     if not subs:
         return {}
-    jobs = ",".join(str(s["job"]) for s in subs)
-    out = _run(["squeue", "-h", "-r", "-j", jobs, "-o", "%i %T"])
-    alive = {}
-    for line in out.splitlines():
-        m = re.match(r"(\d+)_(\d+)\s+(\S+)", line.strip())
-        if m and m.group(3) in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
-                                "REQUEUED", "RESIZING", "SUSPENDED"):
-            alive[(int(m.group(1)), int(m.group(2)))] = m.group(3)
+    states = _squeue_states()
+    listed = {j for j, _ in states}
+    purged = sorted({int(s["job"]) for s in subs} - listed)
+    if purged:
+        states |= _sacct_states(purged)
     found = {}
-    for s in subs:
+    for s in subs:  # later submissions of a run override earlier ones
         for task, run_id in enumerate(s["runs"]):
-            state = alive.get((s["job"], task))
+            state = states.get((int(s["job"]), task))
             if state:
                 found[run_id] = {"job": s["job"], "task": task, "state": state}
     return found
+
+
+def queued_runs(sweep_dir: str | Path) -> dict[str, dict]:
+    """run_id -> {job, task, state} for this sweep's tasks that SLURM lists as alive."""
+    return {k: v for k, v in task_states(sweep_dir).items() if v["state"] in ALIVE}
 
 
 def submit(runs: list[Run], profile: SlurmProfile, sweep_dir: str | Path, *,
