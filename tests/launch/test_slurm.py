@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from datalaws.launch.slurm import SlurmProfile, queued_runs, sbatch_script, submit
-from datalaws.launch.sweep import Run, run_state
+from datalaws.launch.slurm import (
+    ALIVE,
+    SlurmProfile,
+    queued_runs,
+    sbatch_script,
+    submit,
+    task_states,
+)
+from datalaws.launch.sweep import Run, run_state, status
 
 pytestmark = pytest.mark.slurm
 
@@ -109,3 +116,41 @@ def test_scancel_then_relaunch_resumes(slurm, store, tmp_path):
     subprocess.run(["scancel", str(job2)], check=True)
     _wait(tmp_path)
     assert f"resuming at step {saved}" in log2.read_text()
+
+
+@pytest.fixture
+def short_min_job_age(slurm):
+    """The cluster forgets finished jobs after 2 s (MinJobAge), as a busy production cluster
+    does after its own MinJobAge; restored afterwards."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).resolve()
+    text = conf.read_text()
+    if "MinJobAge=" not in text or not os.access(conf, os.W_OK):
+        pytest.skip(f"{conf}: cannot lower MinJobAge here")
+    conf.write_text("\n".join("MinJobAge=2" if ln.startswith("MinJobAge=") else ln
+                              for ln in text.splitlines()) + "\n")
+    subprocess.run(["scontrol", "reconfigure"], check=True)
+    try:
+        yield
+    finally:
+        conf.write_text(text)
+        subprocess.run(["scontrol", "reconfigure"], check=True)
+
+
+def test_purged_jobs_still_report_the_right_status(short_min_job_age, store, tmp_path):
+    (good,) = _runs(tmp_path, store, 1, steps=10)
+    bad = Run("bad", good.config | {"run_id": "bad", "out": str(tmp_path / "runs" / "bad"),
+                                    "mixture": {"nope": 1.0}})
+    job = submit([good, bad], SlurmProfile(throttle=2), tmp_path)
+    _wait(tmp_path)
+    t0 = time.time()  # wait until the controller has purged the job: squeue -j now fails
+    while subprocess.run(["squeue", "-h", "-j", str(job)], capture_output=True).returncode == 0:
+        assert time.time() - t0 < 180, "SLURM did not purge the finished job"
+        time.sleep(1)
+    # the old `squeue -j` lookup raised here; now states come from sacct / completion log
+    assert queued_runs(tmp_path) == {}
+    states = task_states(tmp_path)
+    assert states["r0"]["state"] == "COMPLETED" and states["bad"]["state"] == "FAILED"
+    assert not set(s["state"] for s in states.values()) & set(ALIVE)
+    rows = {r["run_id"]: r["state"] for r in status([good, bad], queued_runs(tmp_path))}
+    assert rows == {"r0": "done", "bad": "failed"}
+    assert submit([good, bad], SlurmProfile(), tmp_path) is None  # relaunch: nothing to do
