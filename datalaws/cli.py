@@ -29,9 +29,11 @@ def _cmd_collect(a: argparse.Namespace) -> int:
     from datalaws.records import read_records
 
     out = check_output_file(a.out, force=a.force, suffixes=TABLE_SUFFIXES)
+    curves_out = (check_output_file(a.curves, force=a.force, suffixes=TABLE_SUFFIXES)
+                  if a.curves else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        df = read_records(a.runs_dir, strict=a.strict)
+        df = read_records(a.runs_dir, strict=a.strict, mixed_validation=a.mixed_validation)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if df.empty:
@@ -40,6 +42,18 @@ def _cmd_collect(a: argparse.Namespace) -> int:
     write_table(df, out)
     print(f"collected {len(df)} run records from {a.runs_dir} -> {out}"
           + (f" ({len(caught)} skipped)" if caught else ""))
+    if curves_out is not None:  # one row per (run, validation step): `datalaws nested` input
+        from datalaws.records import read_curves
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # already reported above
+            curves = read_curves(a.runs_dir, mixed_validation=a.mixed_validation)
+        if curves.empty:
+            raise UserError(f"{a.runs_dir}: no finished run logged validation curves "
+                            "(eval_every > 0)")
+        write_table(curves, curves_out)
+        print(f"validation curves: {len(curves)} points of {curves.run_id.nunique()} runs "
+              f"-> {curves_out}")
     return 0
 
 
@@ -63,11 +77,18 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def preset_sizes(n_column: str | None, vocab: int) -> dict[str, float]:
+    """Each model preset's size as the fitted table counted N (total params by default)."""
+    from datalaws.model.transformer import PRESETS, ModelConfig, count_params
+
+    which = 1 if n_column == "params_nonembed" else 0
+    return {p: float(count_params(ModelConfig.preset(p, vocab=vocab))[which]) for p in PRESETS}
+
+
 def _cmd_plan(a: argparse.Namespace) -> int:
     from datalaws.fit.api import load_fit
     from datalaws.fit.plan import budget_from_gpu_hours, plan
     from datalaws.io import check_output_file, dumps_json
-    from datalaws.model.transformer import PRESETS, ModelConfig, count_params
     from datalaws.records import atomic_write_text
 
     _check_budget(a)
@@ -87,10 +108,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
     budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)
-    # the law's N is whatever the fitted table's N column counted: total params by default
-    which = 1 if result.summary["columns"].get("N") == "params_nonembed" else 0
-    sizes = {p: float(count_params(ModelConfig.preset(p, vocab=a.vocab))[which])
-             for p in PRESETS if p not in ("tiny", "micro", "mini")}
+    sizes = preset_sizes(result.summary["columns"].get("N"), a.vocab)
     from datalaws.records import parse_mixture
 
     mixture = parse_mixture(a.mixture) if a.mixture else None
@@ -100,7 +118,11 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         raise UserError(f"--mixture: unknown domain(s) {sorted(set(mixture) - set(domains))}; "
                         f"the {result.law.name} fit knows {domains or 'no mixture domains'}")
     p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
-             metric=a.metric, mixture=mixture, evals=evals)
+             metric=a.metric, mixture=mixture, evals=evals, min_params=a.min_params,
+             max_params=a.max_params)
+    t = p.trust
+    print(f"allowed sizes {t['min_params']:.3g}-{t['max_params']:.3g} parameters ({t['rule']}; "
+          f"trained {t['trained_min_params']:.3g}-{t['trained_max_params']:.3g})")
     cols = [c for c in p.candidates.columns if c != "score"]
     print(f"budget {budget:.3g} FLOPs, objective {a.objective} of {a.metric}; best candidates:")
     print(p.candidates[cols].head(10).fillna("-").to_string(
@@ -115,6 +137,9 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     d = p.default
     print(f"default (point-fit compute-optimal): {d['params']:.3g} params, {d['tokens']:.3g} "
           f"tokens; P(plan beats default) = {p.p_beats_default:.2f}")
+    print(f"why: {p.why}")
+    for w in p.warnings:
+        print(f"warning: {w}")
     if mixture is not None:
         from datalaws.fit.mixture import best_mixture
 
@@ -190,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="table.csv or table.parquet")
     c.add_argument("--strict", action="store_true", help="a malformed record is an error")
     c.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    c.add_argument("--curves", metavar="CURVES_OUT", help="also write the validation curves, "
+                   "one row per (run, step): the table `datalaws nested` fits")
+    c.add_argument("--mixed-validation", action="store_true",
+                   help="keep runs evaluated on different validation sets (not comparable)")
     c.set_defaults(func=_cmd_collect)
 
     e = sub.add_parser("env", help="versions of the stack and the JAX devices")
@@ -218,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tokens", help="token budgets, 1e9,1e10 (filtering fits)")
     pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")
     pl.add_argument("--seq-len", type=int, default=2048)
+    pl.add_argument("--min-params", type=float, help="smallest size to consider (default: "
+                    "the smallest trained size)")
+    pl.add_argument("--max-params", type=float, help="largest size to consider (default: "
+                    "100x the largest trained size)")
     pl.set_defaults(func=_cmd_plan)
 
     for register in _extra_registrars():

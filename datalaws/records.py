@@ -33,6 +33,8 @@ __all__ = [
     "load_record",
     "read_records",
     "records_to_frame",
+    "read_curves",
+    "validation_key",
     "parse_mixture",
 ]
 
@@ -65,9 +67,13 @@ class RunRecord:
     unique_tokens: int | None = None  # unique tokens available to the run
     diversity: float | None = None  # gzip compressed/raw bytes of the training data
     syntheticity: float | None = None  # 1 / teacher perplexity of the training data
-    loss: float | None = None  # overall validation loss (nats/token)
+    loss: float | None = None  # validation loss on the eval composition (nats/token)
     eval_losses: dict[str, float] = dataclasses.field(default_factory=dict)  # per domain
+    eval_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # loss = sum w * loss_d
+    validation: dict[str, Any] = dataclasses.field(default_factory=dict)  # hash, seq_len, ...
+    schedule: dict[str, Any] = dataclasses.field(default_factory=dict)  # lr schedule, z-loss
     accuracy: dict[str, float] = dataclasses.field(default_factory=dict)  # per task
+    chance: dict[str, float] = dataclasses.field(default_factory=dict)  # per task: guessing
     flops: float = 0.0  # training FLOPs (6N + attention, per token, times tokens)
     wall_time: float = 0.0  # seconds
     hardware: str = ""  # e.g. "cpu x8", "NVIDIA H100 80GB HBM3 x1"
@@ -168,9 +174,32 @@ def _flatten(r: RunRecord, path: Path | None) -> dict[str, Any]:
     row.update({f"mix.{k}": v for k, v in r.mixture.items()})
     row.update({f"loss.{k}": v for k, v in r.eval_losses.items()})
     row.update({f"acc.{k}": v for k, v in r.accuracy.items()})
+    row.update({f"chance.{k}": v for k, v in r.chance.items()})
+    if r.validation:
+        row["valid_hash"] = validation_key(r.validation)
     if path is not None:
         row["record_path"] = str(path)
     return row
+
+
+def validation_key(validation: dict[str, Any]) -> str:
+    """What makes two runs' validation losses comparable: the store's validation content
+    hash, the sequence length and the number of windows per domain."""
+    return (f"{validation.get('hash')}/T{validation.get('seq_len')}"
+            f"/W{validation.get('windows')}")
+
+
+def _check_one_validation(df: pd.DataFrame, directory: Path) -> None:
+    if "valid_hash" not in df.columns or df.empty:
+        return
+    keys = df["valid_hash"].fillna("none (older record)")
+    if keys.nunique() > 1:
+        counts = keys.value_counts()
+        raise RecordError(f"{directory}: runs were evaluated on {len(counts)} different "
+                          "validation sets (" + ", ".join(f"{k}: {n} runs" for k, n in
+                                                          counts.items())
+                          + "); their losses are not comparable. Collect one store's runs, "
+                          "or pass --mixed-validation to keep them all")
 
 
 def records_to_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -191,12 +220,13 @@ def _finish_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_records(directory: str | os.PathLike, *, strict: bool = False,
-                 recursive: bool = True) -> pd.DataFrame:
+                 recursive: bool = True, mixed_validation: bool = False) -> pd.DataFrame:
     """Collect every ``*.record.json`` under ``directory`` into a DataFrame.
 
     Malformed or half-written files are reported (a ``UserWarning`` naming the path) and
     skipped; with ``strict=True`` the first one raises ``RecordError`` instead. Temporary
-    files of in-flight atomic writes are never read.
+    files of in-flight atomic writes are never read. Runs evaluated on different validation
+    sets (``valid_hash``) raise ``RecordError`` unless ``mixed_validation``.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -212,4 +242,40 @@ def read_records(directory: str | os.PathLike, *, strict: bool = False,
             if strict:
                 raise
             warnings.warn(f"skipping malformed run record: {e}", stacklevel=2)
-    return _finish_frame(rows)
+    df = _finish_frame(rows)
+    if not mixed_validation:
+        _check_one_validation(df, directory)
+    return df
+
+
+def read_curves(directory: str | os.PathLike, *, mixed_validation: bool = False
+                ) -> pd.DataFrame:
+    """Validation curves of the finished runs under ``directory``: one row per (run,
+    evaluated step) with ``step``, ``tokens``, ``train_loss``, ``loss`` (the run's eval
+    composition), ``loss.<domain>`` and the run's columns (``params``, ``mix.<domain>``,
+    quality, ``valid_hash``...), read from each run's metrics.jsonl. ``datalaws nested``
+    fits this table directly."""
+    import pandas as pd
+
+    runs = read_records(directory, mixed_validation=mixed_validation)
+    rows = []
+    keep = [c for c in runs.columns if c not in ("loss", "steps", "tokens", "flops",
+                                                 "wall_time", "status")
+            and not c.startswith(("loss.", "acc.", "chance."))]
+    done = runs[runs.status == "done"] if len(runs) else runs
+    for _, run in done.iterrows():
+        metrics = Path(run["record_path"]).parent / "metrics.jsonl"
+        if not metrics.exists():
+            continue
+        for line in metrics.read_text().splitlines():
+            m = json.loads(line) if line.strip() else {}
+            if not m.get("eval"):
+                continue
+            rows.append({k: run[k] for k in keep} | {
+                "step": m["step"], "tokens": m["step"] * run["batch"] * run["seq_len"],
+                "train_loss": m.get("loss"), "loss": m.get("eval_loss")}
+                | {f"loss.{d}": v for d, v in m["eval"].items()})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["run_id", "step"], kind="stable").reset_index(
+        drop=True)

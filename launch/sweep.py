@@ -73,15 +73,26 @@ def load_spec(path: str | Path) -> dict:
 
 
 def expand(spec: dict) -> list[Run]:
-    """All runs of the grid, each with a stable id and its own output folder."""
+    """All runs of the grid, each with a stable id and its own output folder.
+
+    ``eval_mix`` (top level or in [defaults]) declares once the composition of every run's
+    ``loss`` over the store's validation domains; a grid may not vary it."""
     grid = spec.get("grid") or {}
+    if "eval_mix" in grid:
+        raise ValueError("sweep spec: eval_mix is declared once for the sweep (top level or "
+                         "[defaults]), not in [grid]: every run must share one target")
+    defaults = spec["defaults"]
+    if spec.get("eval_mix"):
+        mix = spec["eval_mix"]
+        defaults = defaults | {"eval_mix": parse_mixture(mix) if isinstance(mix, str)
+                               else dict(mix)}
     keys = sorted(grid)
     combos = [dict(zip(keys, values)) for values in itertools.product(
         *(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys))] if grid else []
     combos += [dict(r) for r in spec.get("runs", [])]  # [[runs]]: explicit runs (`next`)
     runs = []
     for over in combos:
-        cfg = _normalise(spec["defaults"] | over)
+        cfg = _normalise(defaults | over)
         run_id = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
         cfg |= {"run_id": run_id, "out": str(Path(spec["out"]) / run_id)}
         runs.append(Run(run_id, cfg))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -14,7 +15,6 @@ __all__ = ["register_cli", "run_from_dict"]
 
 def run_from_dict(cfg: dict) -> int:
     """Train from a flat dict (what sweeps write): preset, tokens, data, mixture, out, ..."""
-    from datalaws.data.store import open_domain
     from datalaws.model.train import TrainConfig, train
     from datalaws.model.transformer import ModelConfig
 
@@ -22,6 +22,11 @@ def run_from_dict(cfg: dict) -> int:
     missing = required - set(cfg)
     if missing:
         raise ValueError(f"train config is missing {sorted(missing)}")
+    from datalaws.model.metrics import parse_profile_steps, require_wandb
+
+    profile_steps = parse_profile_steps(cfg.get("profile_steps"))  # bad input: fail first
+    if cfg.get("wandb"):
+        require_wandb()
     mixture = cfg.get("mixture") or {}
     if isinstance(mixture, str):
         mixture = parse_mixture(mixture)
@@ -30,14 +35,7 @@ def run_from_dict(cfg: dict) -> int:
         mixture = {k: float(v) / total for k, v in mixture.items()}
     if not mixture:
         raise ValueError("train config: give a --mixture (domain=proportion,...)")
-    streams, valid, metas = {}, {}, {}
-    for domain in mixture:
-        tokens, meta = open_domain(cfg["data"], domain)
-        # TensorStore views: the loader reads windows from the zarr store on demand, so a
-        # run never holds a whole domain in memory. The last 5% of a domain is validation.
-        cut = int(tokens.shape[0] * 0.95)
-        streams[domain], metas[domain] = tokens[:cut], meta
-        valid[domain] = tokens[cut:].translate_to[0]
+    streams, valid, metas, validation, eval_mix = _store_data(cfg, mixture)
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(f"{cfg['data']}/tokenizer.json").get_vocab_size()
@@ -49,24 +47,77 @@ def run_from_dict(cfg: dict) -> int:
                     run_id=cfg.get("run_id", "run"), save_every=int(cfg.get("save_every", 50)),
                     mesh=tuple(cfg.get("mesh", (1, 1, 1))),
                     unique_tokens=(int(float(cfg["unique_tokens"])) if cfg.get("unique_tokens")
-                                   else None), grad_accum=int(cfg.get("grad_accum", 1)))
+                                   else None), grad_accum=int(cfg.get("grad_accum", 1)),
+                    eval_mix=eval_mix, **_eval_and_schedule(cfg))
+    if cfg.get("log_every") is not None:
+        c = dataclasses.replace(c, log_every=int(cfg["log_every"]))
     quality = {"diversity": float(sum(r * metas[d]["diversity"] for d, r in mixture.items()))}
     syn = [metas[d].get("syntheticity") for d in mixture]
     if all(s is not None for s in syn):
         quality["syntheticity"] = float(sum(r * s for r, s in zip(mixture.values(), syn)))
     eod = next(iter(metas.values()))["eod"]
-    eval_fn = None
-    if cfg.get("tasks"):  # multiple-choice JSONL files -> acc.<task> in the record
-        from datalaws.model.tasks import evaluate_tasks, load_task
+    # multiple-choice tasks -> acc.<task> and chance.<task> in the record: the given JSONL
+    # files, else the store's built-in next-line tasks (made from its validation documents)
+    from datalaws.model.tasks import chance as chance_of
+    from datalaws.model.tasks import evaluate_tasks, load_task, store_tasks
 
-        tok = Tokenizer.from_file(f"{cfg['data']}/tokenizer.json")
-        tasks = {Path(p).stem: load_task(p) for p in cfg["tasks"]}
+    tok = Tokenizer.from_file(f"{cfg['data']}/tokenizer.json")
+    tasks = ({Path(p).stem: load_task(p) for p in cfg["tasks"]} if cfg.get("tasks")
+             else store_tasks(cfg["data"]))
+    chance = {n: chance_of(items) for name, items in tasks.items()
+              for n in (name, f"{name}_norm")}
 
-        def eval_fn(model):
-            return evaluate_tasks(model, tasks, lambda s: tok.encode(s).ids)
+    def eval_fn(model):
+        return evaluate_tasks(model, tasks, lambda s: tok.encode(s).ids)
 
     return train(c, streams, cfg["out"], eod=eod, valid=valid, quality=quality,
-                 eval_fn=eval_fn)
+                 eval_fn=eval_fn if tasks else None, profile_steps=profile_steps,
+                 wandb=bool(cfg.get("wandb")), validation=validation,
+                 chance=chance if tasks else None)
+
+
+def _store_data(cfg: dict, mixture: dict[str, float]):
+    """Training streams of the mixture, validation streams of every domain of the store, the
+    store's validation identity and the evaluation composition (``eval_mix``: given, else
+    the store's default, each base domain weighted by its share of tokens)."""
+    from datalaws.data.store import open_domain, store_validation
+
+    validation = store_validation(cfg["data"])
+    splits = validation["domains"]
+    missing = sorted(set(mixture) - set(splits))
+    if missing:
+        raise ValueError(f"mixture names domain(s) {missing} that the store {cfg['data']} "
+                         f"lacks; it has {sorted(splits)}")
+    eval_mix = cfg.get("eval_mix") or validation["default_eval"]
+    eval_mix = parse_mixture(eval_mix) if isinstance(eval_mix, str) else _normalise(eval_mix)
+    unknown = sorted(set(eval_mix) - set(splits))
+    if unknown:
+        raise ValueError(f"eval_mix names domain(s) {unknown} that the store {cfg['data']} "
+                         f"lacks; it has {sorted(splits)}")
+    streams, valid, metas = {}, {}, {}
+    for domain, split in splits.items():
+        tokens, meta = open_domain(cfg["data"], domain)
+        # TensorStore views: the loader reads windows from the zarr store on demand, so a
+        # run never holds a whole domain in memory; [start:] is the fixed validation split
+        valid[domain] = tokens[split["start"]:].translate_to[0]
+        if domain in mixture:
+            streams[domain], metas[domain] = tokens[:split["start"]], meta
+    return streams, valid, metas, validation, eval_mix
+
+
+def _normalise(mix: dict) -> dict[str, float]:
+    total = sum(float(v) for v in mix.values())
+    if total <= 0 or min(float(v) for v in mix.values()) < 0:
+        raise ValueError(f"composition {mix}: weights must be >= 0 with a positive sum")
+    return {k: float(v) / total for k, v in sorted(mix.items())}
+
+
+def _eval_and_schedule(cfg: dict) -> dict:
+    """TrainConfig fields of evaluation and the schedule that the config sets."""
+    kinds = {"eval_every": int, "eval_windows": int, "curve_windows": int, "schedule": str,
+             "decay_frac": float, "warmup_frac": float, "min_lr_frac": float,
+             "z_loss": float}
+    return {k: f(cfg[k]) for k, f in kinds.items() if cfg.get(k) is not None}
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -80,6 +131,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 "run_id", "unique_tokens", "attention", "tasks"):
         v = getattr(a, key)
         if v is not None:
+            cfg[key] = v
+    for key in ("eval_mix", "eval_every", "schedule", "z_loss"):  # evaluation, schedule
+        if getattr(a, key) is not None:
+            cfg[key] = getattr(a, key)
+    for key in ("log_every", "profile_steps", "wandb"):  # metrics and profiles
+        v = getattr(a, key)
+        if v is not None and v is not False:
             cfg[key] = v
     return run_from_dict(cfg)
 
@@ -100,7 +158,21 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--run-id", dest="run_id")
     t.add_argument("--unique-tokens", dest="unique_tokens", type=float)
     t.add_argument("--attention", choices=["auto", "cudnn", "xla"])
-    t.add_argument("--tasks", nargs="+", help="multiple-choice JSONL files to evaluate")
+    t.add_argument("--tasks", nargs="+", help="multiple-choice JSONL files to evaluate "
+                   "(default: the store's built-in next-line tasks)")
+    t.add_argument("--eval-mix", dest="eval_mix", metavar="DOMAIN=W,...",
+                   help="composition of the run's `loss` over the store's validation domains "
+                   "(default: each base domain weighted by its share of the store's tokens)")
+    t.add_argument("--eval-every", dest="eval_every", type=int,
+                   help="steps between validation-curve points (default 100; 0: off)")
+    t.add_argument("--schedule", choices=["cosine", "wsd"], help="learning-rate schedule")
+    t.add_argument("--z-loss", dest="z_loss", type=float, help="z-loss weight (default 0)")
+    t.add_argument("--log-every", dest="log_every", type=int,
+                   help="steps between TensorBoard writes and progress lines (default 10)")
+    t.add_argument("--profile-steps", dest="profile_steps", metavar="FIRST:LAST",
+                   help="write a JAX profiler trace of these steps (inclusive) into --out")
+    t.add_argument("--wandb", action="store_true",
+                   help="also log to Weights & Biases, offline (needs `pip install wandb`)")
     t.set_defaults(func=_cmd_train)
 
 

@@ -7,8 +7,12 @@ arg-max of that sum, ``acc_norm`` of the sum divided by the choice's length in b
 Loaders read the common layouts (JSONL): our own ``{context, choices, label}``, HellaSwag
 (``ctx``, ``endings``, ``label``), ARC (``question``, ``choices: {text, label}``,
 ``answerKey``) and PIQA (``goal``, ``sol1``, ``sol2``, ``label``). ``builtin_tasks`` makes a
-small task set from the embedded corpus, with no download: pick the true next line of a
-document among lines from other documents (chance 1/4).
+small task set from any documents, with no download: after four lines of a document, pick
+its true next line among three other lines *of the same document* (chance 1/4). Distractors
+from the same document share its vocabulary, style and indentation, so unigram statistics
+do not give the answer away: a model must use the preceding lines, which small, briefly
+trained models cannot (they score near chance) and larger ones learn. ``store_tasks`` builds
+them from a store's validation documents, which no run trains on.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-__all__ = ["load_task", "builtin_tasks", "evaluate_tasks", "chance"]
+__all__ = ["load_task", "builtin_tasks", "store_tasks", "evaluate_tasks", "chance"]
 
 Item = dict  # {"context": str, "choices": list[str], "label": int}
 
@@ -74,26 +78,48 @@ def chance(items: Sequence[Item]) -> float:
 
 def builtin_tasks(corpus: dict[str, list[str]], *, n: int = 200, seed: int = 0
                   ) -> dict[str, list[Item]]:
-    """Next-line tasks per domain: the true next line vs three lines of other documents."""
+    """Next-line tasks per domain: the true next line vs three other lines of its document,
+    each at least three lines away from it."""
     rng = np.random.default_rng(seed)
     tasks = {}
     for domain, docs in corpus.items():
-        lines = [[ln for ln in d.splitlines() if len(ln.strip()) > 20] for d in docs]
-        docs_ok = [i for i, ls in enumerate(lines) if len(ls) > 4]
-        if len(docs_ok) < 4:
+        lines = [list(dict.fromkeys(ln for ln in d.splitlines() if len(ln.strip()) > 20))
+                 for d in docs]
+        docs_ok = [i for i, ls in enumerate(lines) if len(ls) >= 10]
+        if not docs_ok:
             continue
         items = []
         for _ in range(n):
             i = int(rng.choice(docs_ok))
             j = int(rng.integers(2, len(lines[i])))
-            others = rng.choice([k for k in docs_ok if k != i], 3, replace=False)
-            choices = [lines[i][j]] + [lines[k][int(rng.integers(len(lines[k])))] for k in others]
+            far = [k for k in range(len(lines[i])) if abs(k - j) >= 3]
+            others = rng.choice(far, 3, replace=False)
+            choices = [lines[i][j]] + [lines[i][int(k)] for k in others]
             order = rng.permutation(4)
             items.append({"context": "\n".join(lines[i][max(0, j - 4):j]) + "\n",
                           "choices": [choices[o] for o in order],
                           "label": int(np.flatnonzero(order == 0)[0])})
         tasks[f"nextline_{domain}"] = items
     return tasks
+
+
+def store_tasks(store: str | Path, *, n: int = 100, seed: int = 0) -> dict[str, list[Item]]:
+    """Built-in next-line tasks of a token store, from the validation documents of its base
+    domains (those in its default evaluation composition); deterministic for a store."""
+    from tokenizers import Tokenizer
+
+    from datalaws.data.store import open_domain, store_validation
+
+    tok = Tokenizer.from_file(str(Path(store) / "tokenizer.json"))
+    validation = store_validation(store)
+    corpus = {}
+    for domain in validation["default_eval"]:
+        tokens, meta = open_domain(store, domain)
+        ids = np.asarray(tokens[validation["domains"][domain]["start"]:].read().result())
+        ends = np.flatnonzero(ids == meta["eod"])
+        docs = np.split(ids, ends + 1)
+        corpus[domain] = [tok.decode(d[d != meta["eod"]].tolist()) for d in docs if len(d) > 1]
+    return builtin_tasks(corpus, n=n, seed=seed)
 
 
 def evaluate_tasks(model, tasks: dict[str, list[Item]], encode: Callable[[str], list[int]],

@@ -6,6 +6,15 @@ and the grain iterator's position), then steps until the token budget is spent. 
 every ``save_every`` steps, at the end, and on SIGTERM (then returns ``EXIT_REQUEUE`` so a
 scheduler requeues the job). A non-finite loss stops the run without saving over the last
 good checkpoint and writes the record with status ``diverged``.
+
+Evaluation (``datalaws.model.evaluation``): every ``eval_every`` steps the model is scored
+on a fixed subset of the store's validation windows of every domain (a curve point in
+metrics.jsonl: ``eval`` per domain and ``eval_loss`` on the declared composition), and at the
+end on ``eval_windows`` windows per domain (the record's ``eval_losses`` and ``loss``).
+Schedules (optax): ``cosine`` (warmup, cosine decay to ``min_lr_frac``) or ``wsd``
+(warmup, stable at the peak, then a linear decay over the last ``decay_frac`` of steps);
+``z_loss`` adds ``z_loss * logsumexp(logits)^2`` to the objective (PaLM), not to the
+reported loss.
 """
 
 from __future__ import annotations
@@ -26,12 +35,22 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from datalaws.data.loader import LoaderConfig, make_loader
 from datalaws.exitcodes import EXIT_REQUEUE
+from datalaws.model.evaluation import Validator, composite_loss
 from datalaws.model.flops import flops_per_token, peak_flops
 from datalaws.model.metrics import ProfileWindow, RunLogger
+from datalaws.model.sharding import (
+    batch_spec,
+    describe_mesh,
+    is_primary,
+    logical_spec,
+    make_mesh,
+    mesh_platform,
+    named_shardings,
+)
 from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
 from datalaws.records import RunRecord, atomic_write_text, write_record
 
@@ -53,17 +72,24 @@ class TrainConfig:
     batch: int = 8  # sequences per optimizer step (global)
     grad_accum: int = 1  # microbatches per step; batch % grad_accum == 0
     lr: float = 3e-3  # peak learning rate
+    schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     warmup_frac: float = 0.05  # share of steps spent warming up
-    min_lr_frac: float = 0.1  # cosine decays to this share of lr
+    decay_frac: float = 0.2  # wsd: share of steps spent decaying at the end
+    min_lr_frac: float = 0.1  # the schedule decays to this share of lr
+    z_loss: float = 0.0  # weight of the logsumexp^2 penalty (0: off)
     weight_decay: float = 0.1
     clip: float = 1.0  # global gradient-norm clip
     mixture: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"train": 1.0})
     unique_tokens: int | None = None  # unique-token budget (repetition = tokens / unique)
     seed: int = 0
-    mesh: tuple[int, int, int] = (1, 1, 1)  # (data, fsdp, tensor) degrees; -1 = the rest
+    # (data, fsdp, tensor) degrees, one may be -1 (the rest); None: fsdp over all devices
+    mesh: tuple[int, int, int] | None = None
     save_every: int = 100  # steps between checkpoints
     keep: int = 2  # checkpoints kept
-    eval_batches: int = 4  # validation batches per domain at the end
+    eval_every: int = 100  # steps between validation-curve points (0: only at the end)
+    eval_windows: int = 64  # validation windows per domain for the final losses
+    curve_windows: int = 16  # the fixed subset of them scored every eval_every steps
+    eval_mix: Mapping[str, float] | None = None  # composition of `loss` (None: uniform)
     run_id: str = "run"
     pool: str | None = None
     loader_workers: int = 0  # grain prefetch processes per host (0: threads)
@@ -78,6 +104,11 @@ class TrainConfig:
         if self.steps < 1:
             raise ValueError(f"TrainConfig: tokens={self.tokens} is less than one batch of "
                              f"{self.batch}x{self.model.seq_len}")
+        if self.schedule not in ("cosine", "wsd"):
+            raise ValueError(f"TrainConfig.schedule={self.schedule!r}; use cosine or wsd")
+        if not 0 <= self.decay_frac <= 1 or self.z_loss < 0 or self.eval_every < 0:
+            raise ValueError(f"TrainConfig: decay_frac={self.decay_frac} must lie in [0, 1], "
+                             f"z_loss={self.z_loss} and eval_every={self.eval_every} >= 0")
 
     @property
     def steps(self) -> int:
@@ -88,27 +119,28 @@ class TrainConfig:
         return 1.0 if self.unique_tokens is None else self.tokens / self.unique_tokens
 
 
-def make_mesh(shape: tuple[int, int, int]) -> jax.sharding.Mesh:
-    """A (data, fsdp, tensor) mesh; one entry may be -1 to take the remaining devices."""
-    n = jax.device_count()
-    shape = list(shape)
-    if shape.count(-1) > 1:
-        raise ValueError(f"mesh={tuple(shape)}: at most one axis may be -1")
-    if -1 in shape:
-        rest = math.prod(s for s in shape if s != -1)
-        shape[shape.index(-1)] = n // rest
-    if math.prod(shape) > n:
-        raise ValueError(f"mesh={tuple(shape)} needs {math.prod(shape)} devices; have {n}")
-    # Auto axes: XLA's partitioner propagates the annotated weight and batch shardings
-    return jax.make_mesh(tuple(shape), ("data", "fsdp", "tensor"),
-                         axis_types=(jax.sharding.AxisType.Auto,) * 3,
-                         devices=jax.devices()[: math.prod(shape)])
-
-
 def _schedule(c: TrainConfig) -> optax.Schedule:
     warmup = max(1, int(c.warmup_frac * c.steps))
-    return optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
-                                              end_value=c.lr * c.min_lr_frac)
+    if c.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, c.lr, warmup, max(c.steps, warmup + 1),
+                                                  end_value=c.lr * c.min_lr_frac)
+    # wsd: a checkpoint saved before the decay can be decayed to a shorter budget
+    decay = max(1, int(c.decay_frac * c.steps))
+    stable = max(0, c.steps - warmup - decay)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, c.lr, warmup), optax.constant_schedule(c.lr),
+         optax.linear_schedule(c.lr, c.lr * c.min_lr_frac, decay)],
+        boundaries=[warmup, warmup + stable])
+
+
+def schedule_info(c: TrainConfig) -> dict:
+    """The learning-rate schedule as the run record states it."""
+    warmup = max(1, int(c.warmup_frac * c.steps))
+    out = {"name": c.schedule, "lr": c.lr, "warmup_steps": warmup,
+           "min_lr": c.lr * c.min_lr_frac, "steps": c.steps, "z_loss": c.z_loss}
+    if c.schedule == "wsd":
+        out["decay_steps"] = max(1, int(c.decay_frac * c.steps))
+    return out
 
 
 def _optimizer(c: TrainConfig) -> optax.GradientTransformation:
@@ -116,49 +148,76 @@ def _optimizer(c: TrainConfig) -> optax.GradientTransformation:
                        optax.adamw(_schedule(c), b1=0.9, b2=0.95, weight_decay=c.weight_decay))
 
 
-def init_state(c: TrainConfig, mesh: jax.sharding.Mesh):
-    """(graphdef, sharded state of (model, optimizer), state shardings)."""
+def init_state(c: TrainConfig, mesh: jax.sharding.Mesh, *, abstract_only: bool = False):
+    """(graphdef, sharded state of (model, optimizer), state shardings).
+
+    ``abstract_only``: the state as ShapeDtypeStructs (for ahead-of-time compilation on a
+    described topology, see ``datalaws.model.preflight``)."""
+
+    # "auto" attention resolved for the mesh's platform and dtype (cuDNN: GPU, bf16/fp16)
+    model_c = dataclasses.replace(c.model, attention=attention_impl(
+        c.model.attention, c.model.dtype, mesh_platform(mesh)))
 
     def build():
-        model = Transformer(c.model, rngs=nnx.Rngs(c.seed))
+        model = Transformer(model_c, rngs=nnx.Rngs(c.seed))
         return model, nnx.Optimizer(model, _optimizer(c), wrt=nnx.Param)
 
-    with jax.set_mesh(mesh):  # the weights' sharding annotations name this mesh's axes
+    # the weights' logical names -> mesh axes (sharding.RULES), fitted to each shape; the
+    # jit's out_shardings place them, so eager per-variable sharding is off
+    with jax.set_mesh(mesh), nnx.use_eager_sharding(False):
         graphdef, abstract = nnx.split(nnx.eval_shape(build))
-        specs = nnx.get_partition_spec(abstract)
-        shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                                 is_leaf=lambda x: isinstance(x, PartitionSpec))
+        shardings = named_shardings(abstract, mesh)
 
         @partial(jax.jit, out_shardings=shardings)
         def init():
             return nnx.state(build())
 
-        return graphdef, init(), shardings
+        if not abstract_only:
+            return graphdef, init(), shardings
+        return graphdef, jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=s), abstract, shardings), shardings
 
 
-def _loss(model: Transformer, batch: Mapping[str, jax.Array]) -> jax.Array:
-    logits_BTV = model(batch["inputs"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"]).mean()
+def _loss(model: Transformer, batch: Mapping[str, jax.Array], z_loss: float = 0.0
+          ) -> tuple[jax.Array, jax.Array]:
+    """(objective, cross-entropy): documents masked by the batch's positions and segments."""
+    logits_BTV = model(batch["inputs"], batch.get("positions"), batch.get("segments"))
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"]).mean()
+    if not z_loss:
+        return ce, ce
+    z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+    return ce + z_loss * jnp.mean(z_BT**2), ce
 
 
-def make_train_step(graphdef, shardings, mesh, grad_accum: int):
-    """The jitted step ``(state, batch) -> (state, metrics)`` with explicit shardings."""
-    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+def make_train_step(graphdef, shardings, mesh, grad_accum: int, z_loss: float = 0.0):
+    """The jitted step ``(state, batch) -> (state, metrics)`` with explicit shardings;
+    ``metrics["loss"]`` is the cross-entropy (without the z-loss term).
+
+    The batch is split over data x fsdp (sharding.RULES); tracing under the mesh lets the
+    model pin its activations to their logical axes (``sharding.constrain``)."""
+    batch_sharding = NamedSharding(mesh, logical_spec(("batch", "sequence")))
 
     def step(state, batch):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return _step(state, batch)
+
+    def _step(state, batch):
         model, opt = nnx.merge(graphdef, state)
         model_def, params, rest = nnx.split(model, nnx.Param, ...)
-        grad_fn = jax.value_and_grad(lambda p, mb: _loss(nnx.merge(model_def, p, rest), mb))
+        grad_fn = jax.value_and_grad(
+            lambda p, mb: _loss(nnx.merge(model_def, p, rest), mb, z_loss), has_aux=True)
 
         if grad_accum == 1:
-            loss, grads = grad_fn(params, batch)
+            (_, loss), grads = grad_fn(params, batch)
         else:  # microbatches in a scan; the mean of equal-sized means is the batch mean
             def micro(carry, mb):
                 return jax.tree.map(jnp.add, carry, grad_fn(params, mb)), None
 
-            mbs = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
-            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
-            (loss, grads), _ = jax.lax.scan(micro, zeros, mbs)
+            # microbatch j takes rows j, j + A, j + 2A, ...: every device keeps its own rows
+            mbs = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1),
+                               batch)
+            zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, params))
+            ((_, loss), grads), _ = jax.lax.scan(micro, zeros, mbs)
             loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
         opt.update(model, grads)
         return nnx.state((model, opt)), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
@@ -228,7 +287,8 @@ def _save(mgr, step, state, iterator, c: TrainConfig):
 def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path, *,
           eod: int, valid: Mapping[str, np.ndarray] | None = None, quality: Mapping | None = None,
           eval_fn=None, stop_after: int | None = None, progress: bool = True,
-          profile_steps: tuple[int, int] | None = None, wandb: bool = False) -> int:
+          profile_steps: tuple[int, int] | None = None, wandb: bool = False,
+          validation: Mapping | None = None, chance: Mapping[str, float] | None = None) -> int:
     """Train, checkpoint, evaluate and write the RunRecord. Returns a process exit code.
 
     Metrics go to metrics.jsonl and TensorBoard event files in ``run_dir`` (and offline W&B
@@ -237,14 +297,16 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
 
     ``stop_after`` stops (as if preempted, but without a signal) after that many steps of
     this invocation; tests use it. ``eval_fn(model) -> {task: accuracy}`` adds downstream
-    accuracy to the record.
+    accuracy to the record, ``chance`` each task's chance level. ``valid`` maps every domain
+    of the store to its validation tokens; ``validation`` (``store_validation``) identifies
+    them in the record.
     """
     from datalaws.envinfo import describe_devices, git_sha, package_versions
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(c.mesh)
-    impl = attention_impl(c.model.attention)
+    impl = attention_impl(c.model.attention, c.model.dtype, mesh_platform(mesh))
     graphdef, state, shardings = init_state(c, mesh)
     # each process loads its own slice of the global batch; the step sees one global array
     n_proc = jax.process_count()
@@ -256,17 +318,23 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
                                                unique_tokens=c.unique_tokens, epochs=None,
                                                workers=c.loader_workers), eod=eod,
                          process_index=jax.process_index(), process_count=n_proc)
-    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    batch_sharding = NamedSharding(mesh, batch_spec(mesh, c.batch))
     iterator = iter(loader)
     mgr = _checkpoint_manager(run_dir, c.keep)
     state, start = _restore(mgr, state, iterator, c.model)
-    step_fn = make_train_step(graphdef, shardings, mesh, c.grad_accum)
+    step_fn = make_train_step(graphdef, shardings, mesh, c.grad_accum, c.z_loss)
+    validator = Validator(valid or {}, seq_len=c.model.seq_len, eod=eod,
+                          eval_windows=c.eval_windows, curve_windows=c.curve_windows,
+                          batch=c.batch)
+    eval_mix = dict(c.eval_mix) if c.eval_mix else {d: 1 / len(valid) for d in valid or {}}
     total, nonembed = count_params(c.model)
     fpt = flops_per_token(c.model)
     schedule = _schedule(c)
-    peak = peak_flops() * jax.device_count()
+    peak = peak_flops() * mesh.size  # the chips the step runs on
     metrics_path = run_dir / "metrics.jsonl"
-    if start == 0:
+    if not is_primary():
+        pass  # multi-host: process 0 alone owns the run directory's files
+    elif start == 0:
         metrics_path.unlink(missing_ok=True)
     else:  # drop lines past the restored step (written after the last checkpoint)
         _truncate_metrics(metrics_path, start)
@@ -294,8 +362,14 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
             if not math.isfinite(loss):
                 status, error = "diverged", f"non-finite loss {loss} at step {step}"
                 break
+            point = None
+            if validator.final and c.eval_every and (step % c.eval_every == 0
+                                                    or step == c.steps):
+                curve = validator.losses(graphdef, state, curve=True)
+                point = {"eval": curve, "eval_loss": composite_loss(curve, eval_mix)}
+                log.eval(step, curve, overall=point["eval_loss"])
             log.step(step, loss=loss, grad_norm=float(m["grad_norm"]),
-                     lr=float(schedule(step - 1)))  # this step's update
+                     lr=float(schedule(step - 1)), extra=point)  # this step's update
             if step % c.save_every == 0 or step == c.steps:
                 with log.timed("ckpt"):
                     log.flush()
@@ -311,15 +385,14 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
         print(flush=True)
     eval_losses, accuracy = {}, {}
     if status == "done":
-        model = nnx.merge(graphdef, state)[0]
-        eval_losses = evaluate(model, valid or {}, c, eod=eod)
+        eval_losses = validator.losses(graphdef, state)
         if eval_fn is not None:
-            accuracy = eval_fn(model)
+            accuracy = eval_fn(nnx.merge(graphdef, state)[0])
     trained = step * c.batch * c.model.seq_len
-    overall = (float(np.mean(list(eval_losses.values()))) if eval_losses
+    # one target for every run of a store: the declared composition of the fixed validation
+    # set, never the run's own training mixture; no validation set: the last train loss
+    overall = (composite_loss(eval_losses, eval_mix) if eval_losses
                else (loss if math.isfinite(loss) else None))
-    if eval_losses and set(eval_losses) >= set(c.mixture):
-        overall = float(sum(c.mixture[d] * eval_losses[d] for d in c.mixture))
     if status == "done":
         log.eval(step, eval_losses, accuracy, overall=overall if eval_losses else None)
     log.close()
@@ -330,10 +403,16 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
         seq_len=c.model.seq_len, mixture=dict(c.mixture), pool=c.pool,
         repetitions=c.repetitions, unique_tokens=c.unique_tokens,
         diversity=q.get("diversity"), syntheticity=q.get("syntheticity"), loss=overall,
-        eval_losses=eval_losses, accuracy=accuracy, flops=float(fpt * trained),
-        wall_time=time.perf_counter() - t_run, hardware=describe_devices(), seed=c.seed,
+        eval_losses=eval_losses, eval_mix=eval_mix if eval_losses else {},
+        validation=_validation_info(validation, c) if eval_losses else {},
+        schedule=schedule_info(c), accuracy=accuracy, chance=dict(chance or {}),
+        flops=float(fpt * trained),
+        wall_time=time.perf_counter() - t_run, seed=c.seed,
+        hardware=f"{describe_devices()}, {describe_mesh(mesh)}, attention {impl}",
         versions=package_versions(), git_sha=git_sha(), error=error)
-    if status != "preempted":
+    if not is_primary():
+        pass  # the other processes trained the same step; process 0 writes the record
+    elif status != "preempted":
         write_record(record, run_dir)
     else:
         atomic_write_text(run_dir / "preempted.json", json.dumps({"step": step}))
@@ -348,26 +427,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def evaluate(model: Transformer, valid: Mapping[str, np.ndarray], c: TrainConfig, *,
-             eod: int) -> dict[str, float]:
-    """Mean next-token loss per validation domain (nats/token)."""
-    from datalaws.data.loader import PackedSequences
-
-    @nnx.jit
-    def batch_loss(model, batch):
-        return _loss(model, batch)
-
-    out = {}
-    for domain, stream in valid.items():
-        src = PackedSequences(stream, c.model.seq_len, eod)
-        n = min(len(src), c.eval_batches * c.batch)
-        losses = []
-        for i in range(0, n - c.batch + 1, c.batch):
-            b = {k: jnp.asarray(v) for k, v in src.read(np.arange(i, i + c.batch)).items()}
-            losses.append(float(batch_loss(model, b)))
-        if losses:
-            out[domain] = float(np.mean(losses))
-    return out
+def _validation_info(validation: Mapping | None, c: TrainConfig) -> dict:
+    """What identifies the evaluation: the store's validation hash and how it was read."""
+    v = dict(validation or {})
+    return {"hash": v.get("hash"), "seq_len": c.model.seq_len, "windows": c.eval_windows,
+            "domains": {d: {k: x.get(k) for k in ("hash", "tokens", "docs", "rule")}
+                        for d, x in v.get("domains", {}).items()}}
 
 
 def _preset_name(m: ModelConfig) -> str:

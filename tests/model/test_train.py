@@ -181,3 +181,61 @@ def test_mesh_errors():
     with pytest.raises(ValueError, match="needs 16 devices"):
         make_mesh((4, 4, 1))
     assert dict(make_mesh((2, -1, 1)).shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+
+
+def _two_documents(prefix_a, prefix_b, doc):
+    """Two rows: a different first document, then the same second document."""
+    from datalaws.data.loader import _positions
+
+    x = np.stack([np.r_[prefix_a, 0, doc], np.r_[prefix_b, 0, doc]]).astype(np.int32)
+    pos, seg = _positions(x, 0)
+    return jnp.asarray(x), jnp.asarray(pos), jnp.asarray(seg)
+
+
+@pytest.mark.parametrize("impl", ["xla", "cudnn"])
+def test_logits_do_not_see_the_previous_document(impl):
+    if impl == "cudnn" and jax.default_backend() != "gpu":
+        pytest.skip("the cuDNN attention path needs a GPU (this backend is "
+                    f"{jax.default_backend()!r})")
+    c = ModelConfig.preset("tiny", vocab=64, seq_len=32, attention=impl,
+                           dtype="float32" if impl == "xla" else "bfloat16")
+    with jax.set_mesh(make_mesh((1, 1, 1))):
+        model = Transformer(c, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    doc = rng.integers(1, 64, 20)
+    x, pos, seg = _two_documents(rng.integers(1, 64, 11), rng.integers(1, 64, 11), doc)
+    logits = np.asarray(model(x, pos, seg), np.float32)
+    tol = 1e-5 if impl == "xla" else 2e-2
+    # the second document's logits do not change when the first one does ...
+    np.testing.assert_allclose(logits[0, 12:], logits[1, 12:], atol=tol)
+    # ... and equal the logits of that document alone: positions restart at it
+    alone = np.asarray(model(jnp.asarray(np.r_[doc, np.zeros(12, int)][None], jnp.int32)),
+                       np.float32)
+    np.testing.assert_allclose(logits[0, 12:], alone[0, :20], atol=tol)
+    assert np.abs(logits[0, :12] - logits[1, :12]).max() > 1e-3  # the first ones do differ
+
+
+def test_wsd_schedule_warms_holds_and_decays():
+    from datalaws.model.train import _schedule, schedule_info
+
+    c = _cfg(tokens=64 * 8 * 100, schedule="wsd", warmup_frac=0.1, decay_frac=0.2)
+    s = [float(_schedule(c)(i)) for i in range(100)]
+    assert s[0] == 0 and s[5] == pytest.approx(c.lr / 2)  # linear warmup over 10 steps
+    assert all(v == pytest.approx(c.lr) for v in s[10:80])  # stable
+    assert s[90] == pytest.approx(c.lr * (1 - 0.9 * 10 / 20))  # linear decay to min_lr
+    assert schedule_info(c) == {"name": "wsd", "lr": c.lr, "warmup_steps": 10,
+                                "min_lr": pytest.approx(c.lr * 0.1), "steps": 100,
+                                "z_loss": 0.0, "decay_steps": 20}
+
+
+def test_curves_every_eval_every_and_z_loss(tmp_path):
+    valid = {"train": STREAM[-20000:], "other": markov_stream(20000, 64, seed=5)}
+    assert train(_cfg(tokens=64 * 8 * 12, eval_every=4, z_loss=1e-3, eval_mix={"train": 1.0}),
+                 {"train": STREAM}, tmp_path, eod=0, valid=valid, progress=False) == 0
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().split("\n") if x]
+    points = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in points] == [4, 8, 12]
+    assert all(set(r["eval"]) == {"train", "other"} for r in points)
+    assert points[-1]["eval"]["train"] < points[0]["eval"]["train"]  # validation improves
+    rec = load_record(tmp_path / "r.record.json")
+    assert rec.loss == rec.eval_losses["train"] and rec.schedule["z_loss"] == 1e-3

@@ -106,3 +106,73 @@ def test_env_lists_devices(capsys):
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "jax" in out and "numpyro" in out and "devices" in out
+
+
+@pytest.fixture(scope="module")
+def store_runs(tmp_path_factory):
+    """Two tiny runs with different mixtures on one three-domain store."""
+    from datalaws.data.store import embedded_corpus, prepare_domain, train_tokenizer
+    from datalaws.model.cli import run_from_dict
+
+    tmp = tmp_path_factory.mktemp("eval")
+    corpus = embedded_corpus(max_docs=4)
+    corpus["docstrings"] = corpus["docstrings"][:60]
+    store = tmp / "store"
+    train_tokenizer((d for v in corpus.values() for d in v), 300, store / "tokenizer.json")
+    for d in ("code", "docs", "docstrings"):
+        prepare_domain(store, d, corpus[d], progress=False)
+    for name, mix in (("a", {"code": 0.8, "docs": 0.2}), ("b", {"docs": 1.0})):
+        assert run_from_dict({"data": str(store), "preset": "tiny", "seq_len": 32, "batch": 8,
+                              "tokens": 32 * 8 * 12, "mixture": mix, "run_id": name,
+                              "out": str(tmp / "runs" / name), "eval_every": 4,
+                              "eval_windows": 8, "curve_windows": 4, "save_every": 100}) == 0
+    return store, tmp / "runs"
+
+
+def test_runs_share_validation_set_and_composition(store_runs):
+    from datalaws.data.store import store_validation
+
+    store, runs = store_runs
+    a, b = (load_record(runs / n / f"{n}.record.json") for n in ("a", "b"))
+    # every domain of the store, whatever the mixture (b never trains on code)
+    assert set(a.eval_losses) == set(b.eval_losses) == {"code", "docs", "docstrings"}
+    assert a.validation == b.validation and a.validation["hash"] == store_validation(store)[
+        "hash"]
+    # the default composition: each domain's share of the store's tokens, the same for both
+    sizes = {d: json.loads((store / d / "meta.json").read_text())["tokens"]
+             for d in a.eval_losses}
+    for r in (a, b):
+        assert r.eval_mix == pytest.approx({d: n / sum(sizes.values()) for d, n in sizes.items()})
+        assert r.loss == pytest.approx(sum(r.eval_mix[d] * r.eval_losses[d] for d in sizes))
+        assert r.schedule["name"] == "cosine" and r.chance  # built-in tasks, with chance
+        assert set(r.accuracy) == set(r.chance) and all(v == 0.25 for v in r.chance.values())
+    df = read_records(runs)
+    assert {"loss.code", "loss.docs", "loss.docstrings", "chance.nextline_code"} <= set(
+        df.columns) and df.valid_hash.nunique() == 1
+
+
+def test_collect_curves_and_refuses_mixed_validation(store_runs, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    _, runs = store_runs
+    out, curves = tmp_path / "runs.csv", tmp_path / "curves.csv"
+    assert main(["collect", str(runs), "--out", str(out), "--curves", str(curves)]) == 0
+    c = pd.read_csv(curves)
+    assert list(c[c.run_id == "a"].step) == [4, 8, 12]  # one row per (run, eval step)
+    assert {"tokens", "train_loss", "loss", "loss.code", "mix.code", "params"} <= set(c.columns)
+    row = c.iloc[0]
+    rec = load_record(runs / "a" / "a.record.json")
+    assert row.loss == pytest.approx(sum(w * row[f"loss.{d}"] for d, w in rec.eval_mix.items()))
+    # a run evaluated on another validation set: refused unless told
+    other = tmp_path / "mixed"
+    shutil.copytree(runs, other)
+    path = other / "b" / "b.record.json"
+    d = json.loads(path.read_text())
+    d["validation"]["hash"] = "0" * 16
+    path.write_text(json.dumps(d))
+    assert main(["collect", str(other), "--out", str(tmp_path / "m.csv")]) == 1
+    assert "2 different validation sets" in capsys.readouterr().err
+    assert main(["collect", str(other), "--out", str(tmp_path / "m.csv"),
+                 "--mixed-validation"]) == 0
