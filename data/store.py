@@ -206,7 +206,10 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
     eod = tok.token_to_id(EOD)
     ids = [e.ids + [eod] for e in tok.encode_batch(unique)]
     held = _held_out([np.asarray(x, np.uint32) for x in ids])
-    order = np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)])  # validation last
+    # validation last, in the order of its documents' hashes: the split's content (and hash)
+    # does not depend on the order the corpus came in
+    valid = sorted(np.flatnonzero(held), key=lambda i: _doc_hash(np.asarray(ids[i])))
+    order = np.concatenate([np.flatnonzero(~held), np.asarray(valid, int)])
     unique, ids = [unique[i] for i in order], [ids[i] for i in order]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     dtype = np.uint16 if tok.get_vocab_size() <= 65535 else np.uint32

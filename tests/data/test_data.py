@@ -128,3 +128,33 @@ def test_store_roundtrip_dedup_and_incomplete(tmp_path):
         open_domain(tmp_path, "half")
     with pytest.raises(StoreError, match="empty"):
         prepare_domain(tmp_path, "none", ["", "  "], progress=False)
+
+
+def test_validation_split_is_fixed_by_content_and_shared_by_pools(tmp_path):
+    from datalaws.data.curate import make_pools, read_docs
+    from datalaws.data.store import store_validation, validation_split
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"]
+    docs = [" ".join(rng.choice(words, int(rng.integers(5, 40)))) + f" {i}" for i in range(200)]
+    train_tokenizer(docs, 300, tmp_path / "tokenizer.json")
+    a = prepare_domain(tmp_path, "web", docs, progress=False)["validation"]
+    b = prepare_domain(tmp_path, "rev", docs[::-1], progress=False)["validation"]
+    # the held-out documents depend on their content only, not on the order they came in
+    assert a["hash"] == b["hash"] and a["docs"] == b["docs"] and 0 < a["docs"] < 30
+    tokens, meta = open_domain(tmp_path, "web")
+    assert a["start"] + a["tokens"] == meta["tokens"]  # the split is the stream's tail
+    held, _, _ = read_docs(tmp_path, "web")
+    valid = {tuple(d) for d in held[len(held) - a["docs"]:]}
+    # a pool copies documents with their ids: its validation documents are the source's
+    make_pools(tmp_path, "web", by="diversity", quantiles=[0.5])
+    for pool in ("web_p1", "web_p2"):
+        split = validation_split(tmp_path, pool)
+        pdocs, _, _ = read_docs(tmp_path, pool)
+        assert split["rule"] == "hash"
+        assert {tuple(d) for d in pdocs[len(pdocs) - split["docs"]:]} == {
+            tuple(d) for d in pdocs if tuple(d) in valid}
+    v = store_validation(tmp_path)
+    assert set(v["domains"]) == {"web", "rev", "web_p1", "web_p2"}
+    assert set(v["default_eval"]) == {"web", "rev"}  # pools are not base domains
+    assert store_validation(tmp_path)["hash"] == v["hash"]
