@@ -31,9 +31,17 @@ def raw_inputs(result: FitResult, points: pd.DataFrame) -> dict[str, np.ndarray]
 
 def _hull(result: FitResult) -> np.ndarray | None:
     h = result.summary["discrepancy"].get("hull")
-    if h is None or not getattr(result.law, "axes", None) or not hasattr(disc, "hull_distance"):
-        return None
-    return np.atleast_2d(np.asarray(h, dtype=np.float64))
+    return None if h is None else np.atleast_2d(np.asarray(h, dtype=np.float64))
+
+
+def _axes(result: FitResult) -> list:
+    """The axes the fit measured distance in (as saved; the law's own for older fits)."""
+    from datalaws.fit.laws import Axis
+
+    saved = result.summary["discrepancy"].get("axes")
+    if saved:
+        return [Axis(a["name"], a["powers"], a["log"]) for a in saved]
+    return list(result.law.axes)
 
 
 def extrapolation_distance(result: FitResult, points: pd.DataFrame,
@@ -44,9 +52,10 @@ def extrapolation_distance(result: FitResult, points: pd.DataFrame,
     inputs = raw_inputs(result, points)
     hull = _hull(result)
     if hull is not None:  # distance from the hull of the fitted runs in the law's axes
+        axes = _axes(result)
         if extra is not None and len(extra):
-            hull = np.vstack([hull, disc.axis_coords(law.axes, raw_inputs(result, extra))])
-        return disc.hull_distance(disc.axis_coords(law.axes, inputs), hull)
+            hull = np.vstack([hull, disc.axis_coords(axes, raw_inputs(result, extra))])
+        return disc.hull_distance(disc.axis_coords(axes, inputs), hull)
     x_max = float(dsum["x_max_fit"])  # one axis: log distance beyond the largest fitted run
     if extra is not None and len(extra):
         x_max = max(x_max, float(np.max(raw_inputs(result, extra)[law.axis])))
@@ -61,7 +70,7 @@ def trained_range(result: FitResult, role: str = "N") -> tuple[float, float]:
         return float(lo), float(hi)
     hull = _hull(result)
     if hull is not None:
-        for i, ax in enumerate(result.law.axes):
+        for i, ax in enumerate(_axes(result)):
             if ax.log and dict(ax.powers) == {role: 1.0}:
                 return float(np.exp(hull[:, i].min())), float(np.exp(hull[:, i].max()))
     if role == result.law.axis and role in s["scales"]:
@@ -76,12 +85,8 @@ def trained_range(result: FitResult, role: str = "N") -> tuple[float, float]:
 def k_samples(result: FitResult, n: int, seed: int = 0) -> np.ndarray:
     """``n`` draws of the discrepancy scale k (its posterior where the fit has one)."""
     dsum = result.summary["discrepancy"]
-    grid, w = dsum.get("k_grid"), dsum.get("k_weights")
-    if grid is not None and w is not None:
-        w = np.asarray(w, np.float64)
-        return np.asarray(grid)[np.random.default_rng(seed).choice(len(w), n, p=w / w.sum())]
-    if dsum.get("k_draws") is not None:
-        return np.resize(np.asarray(dsum["k_draws"], np.float64), n)
+    if dsum.get("k_weights"):  # k's grid posterior (disc.K_GRID)
+        return disc.k_draws(np.asarray(dsum["k_weights"], np.float64), n, seed=seed)
     return np.full(n, float(dsum.get("k", 0.0)))
 
 
