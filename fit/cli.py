@@ -237,6 +237,78 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_next(a: argparse.Namespace) -> int:
+    from datalaws.cli import preset_sizes
+    from datalaws.fit.api import load_fit
+    from datalaws.fit.design import TOKENS_PER_PARAM, next_runs
+    from datalaws.io import check_output_file
+    from datalaws.records import atomic_write_text, parse_mixture
+
+    out = check_output_file(a.out, force=a.force, suffixes=(".toml",), protect=FIT_MARKERS)
+    target = [float(v) for v in a.target.split(",")] if a.target.count(",") == 1 else None
+    if target is None:
+        raise ValueError(f"--target {a.target!r}: give N,D (parameters,tokens), e.g. 1e9,2e10")
+    like, vocab = _like_spec(a.like), a.vocab
+    if like and vocab is None:  # the presets' sizes on the store the runs will train on
+        vocab = _store_vocab(like.get("defaults", {}).get("data"))
+    result = load_fit(a.fit_dir)
+    sizes = ({k: float(v) for k, v in _pairs(a.sizes, "--sizes").items()} if a.sizes else
+             preset_sizes(result.summary["columns"].get("N"), vocab or 32768))
+    ratios = ([float(v) for v in a.tokens_per_param.split(",")] if a.tokens_per_param
+              else TOKENS_PER_PARAM)
+    design = next_runs(result, a.budget, target[0], target[1], sizes=sizes, max_runs=a.runs,
+                       tokens_per_param=ratios,
+                       mixture=parse_mixture(a.mixture) if a.mixture else None,
+                       mixtures=[parse_mixture(m) for m in a.mixtures.split(";")]
+                       if a.mixtures else None,
+                       evals=parse_mixture(a.evals) if a.evals else None)
+    t = design.target
+    print(f"target {t['params']:.3g} params x {t['tokens']:.3g} tokens: loss median "
+          f"{t['loss_q50']:.4f}, 90% interval width {design.width90(design.sd_now):.4g} today "
+          f"(distance {t['distance']:.2f} beyond the fitted runs)")
+    if design.runs.empty:
+        print("no candidate run within the budget narrows the interval by 1% or more")
+        return 0
+    cols = ["rank", "preset", "params", "tokens", "tokens_per_param", "flops",
+            "width90_after", "reduction_pct", "reduction_per_eflop"]
+    if design.target["mixture"]:
+        cols.insert(5, "mixture")
+    print(f"next runs (greedy {design.rule}; {design.runs.flops.sum():.3g} of "
+          f"{design.budget:.3g} FLOPs):")
+    print(design.runs[cols].fillna("-").to_string(index=False,
+                                                  float_format=lambda v: f"{v:.4g}"))
+    print(f"expected 90% width at the target: {design.width90(design.sd_now):.4g} -> "
+          f"{design.width90(design.sd_after):.4g}")
+    atomic_write_text(out, design.sweep_spec(like))
+    print(f"wrote {out} (datalaws sweep run {out})")
+    return 0
+
+
+def _like_spec(path: str | None) -> dict | None:
+    if not path:
+        return None
+    import tomllib
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--like {path}: no such sweep spec")
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--like {path}: invalid TOML ({e})") from None
+
+
+def _store_vocab(store: str | None) -> int | None:
+    from pathlib import Path
+
+    tok = Path(store or "") / "tokenizer.json"
+    if not store or not tok.exists():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tok)).get_vocab_size()
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser("nested", help="step x size x mixture as one hierarchical model")
     n.add_argument("data", help="loss curves: mix.<domain>, params, step, loss per row")
@@ -255,6 +327,24 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, help="report.html")
     r.add_argument("--force", action="store_true", help="overwrite an existing --out")
     r.set_defaults(func=_cmd_report)
+
+    nx = sub.add_parser("next", help="the next runs that most narrow the prediction at a "
+                        "target, per FLOP (writes a sweep spec)")
+    nx.add_argument("fit_dir", help="a `datalaws fit` output folder")
+    nx.add_argument("--budget", type=float, required=True, help="FLOPs for the new runs")
+    nx.add_argument("--target", required=True, help="N,D of the run to predict, e.g. 1e9,2e10")
+    nx.add_argument("--runs", type=int, default=8, help="at most this many runs")
+    nx.add_argument("--sizes", help="candidate sizes name=N,... (default: the model presets)")
+    nx.add_argument("--tokens-per-param", help="candidate D/N ratios (default 5,10,20,40,80)")
+    nx.add_argument("--mixture", help="the target's mixture domain=r,... (mixing-law fits)")
+    nx.add_argument("--mixtures", help="candidate mixtures, ';'-separated (default: --mixture)")
+    nx.add_argument("--evals", help="validation composition (per-domain mixing fits)")
+    nx.add_argument("--like", help="an existing sweep spec whose out and [defaults] to reuse")
+    nx.add_argument("--vocab", type=int, help="vocabulary of the presets (default: the "
+                    "--like spec's store tokenizer, else 32768)")
+    nx.add_argument("--out", default="next_sweep.toml", help="sweep spec to write")
+    nx.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    nx.set_defaults(func=_cmd_next)
 
     f = sub.add_parser("fit", help="fit a law to a table of runs with NUTS")
     f.add_argument("law", help="law name (see `datalaws laws`)")
