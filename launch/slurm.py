@@ -73,6 +73,8 @@ def sbatch_script(profile: SlurmProfile, tasks_file: Path, n_tasks: int, log_dir
     if compile_cache is not None:
         lines += [f"export JAX_COMPILATION_CACHE_DIR={shlex.quote(str(compile_cache))}",
                   "export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0"]
+    if profile.nodes > 1:  # one process per node; datalaws.launch.task joins them
+        lines.append("export DATALAWS_MULTIHOST=1")
     launcher = "srun " if profile.nodes > 1 else "exec "
     lines.append(f"{launcher}{shlex.quote(sys.executable)} -m datalaws.launch.task "
                  f"{shlex.quote(str(tasks_file))} \"$SLURM_ARRAY_TASK_ID\"")

@@ -35,9 +35,15 @@ def main(argv: list[str]) -> int:
     except Exception:
         traceback.print_exc()
         code = 1
-    if code not in (0, EXIT_REQUEUE):
+    if code not in (0, EXIT_REQUEUE) and _is_process_zero():
         atomic_write_text(out / "failed.json", json.dumps({"exit_code": code}))
     return code
+
+
+def _is_process_zero() -> bool:
+    # multi-host: one failed.json per run, from process 0 (jax imported only if it ran)
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from datalaws.hardware import PEAK_BF16, peak_of
+from datalaws.hardware import PEAK_BF16, peak_for_device
 from datalaws.model.transformer import ModelConfig, count_params
 
 __all__ = ["flops_per_token", "PEAK_BF16", "peak_flops"]
@@ -25,5 +25,7 @@ def flops_per_token(c: ModelConfig, *, causal_half: bool = False) -> float:
 
 
 def peak_flops(device: jax.Device | None = None) -> float:
-    """Dense bf16 peak of one device, from its ``device_kind``."""
-    return peak_of((device or jax.devices()[0]).device_kind) or PEAK_BF16["cpu"]
+    """Dense bf16 peak of one device, from its ``device_kind``; an accelerator missing from
+    the table is an error (CPU keeps a nominal peak for local runs)."""
+    d = device or jax.devices()[0]
+    return peak_for_device(d.device_kind, d.platform)

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -42,6 +43,7 @@ from datalaws.exitcodes import EXIT_REQUEUE
 from datalaws.model.evaluation import Validator, composite_loss
 from datalaws.model.flops import flops_per_token, peak_flops
 from datalaws.model.metrics import ProfileWindow, RunLogger
+from datalaws.model.resume import check_run_dir, previous_wall_time, truncate_metrics
 from datalaws.model.sharding import (
     batch_spec,
     describe_mesh,
@@ -227,20 +229,30 @@ def make_train_step(graphdef, shardings, mesh, grad_accum: int, z_loss: float = 
 
 
 class _Preempted:
-    """Turns SIGTERM into a flag the loop checks after each step."""
+    """Turns SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) into a flag the loop
+    checks after each step: it then saves a checkpoint and stops."""
 
     def __init__(self):
         self.flag = False
+        self.signal: str | None = None
 
     def __enter__(self):
-        self._old = signal.signal(signal.SIGTERM, self._set)
+        import threading
+
+        self._main = threading.current_thread() is threading.main_thread()
+        if self._main:  # signal handlers can only be set from the main thread
+            self._old = signal.signal(signal.SIGTERM, self._set)
+            self._old_int = signal.signal(signal.SIGINT, self._set)
         return self
 
-    def _set(self, *_):
+    def _set(self, signum, *_):
         self.flag = True
+        self.signal = signal.Signals(signum).name
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._old)
+        if self._main:
+            signal.signal(signal.SIGTERM, self._old)
+            signal.signal(signal.SIGINT, self._old_int)
 
 
 def _checkpoint_manager(run_dir: Path, keep: int) -> ocp.CheckpointManager:
@@ -277,11 +289,23 @@ def _restore(mgr, state, iterator, model_config: ModelConfig):
     return out["state"], step
 
 
-def _save(mgr, step, state, iterator, c: TrainConfig):
+def _save(mgr, step, state, iterator, c: TrainConfig, wall_time: float = 0.0):
     mgr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
         meta=ocp.args.JsonSave({"model": dataclasses.asdict(c.model), "step": step,
-                                "train": _config_dict(c)})))
+                                "train": _config_dict(c), "wall_time": wall_time})))
+
+
+def _saved_meta(mgr) -> dict | None:
+    """The latest checkpoint's metadata (model, train config, step, wall_time), or None."""
+    step = mgr.latest_step()
+    if step is None:
+        return None
+    try:
+        return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:
+        raise CheckpointError(f"{mgr.directory}/{step}: cannot read checkpoint metadata "
+                              f"({type(e).__name__}: {e})") from None
 
 
 def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path, *,
@@ -305,6 +329,9 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    mgr = _checkpoint_manager(run_dir, c.keep)
+    meta = _saved_meta(mgr)  # a finished run, or a resume with another config: refuse now
+    check_run_dir(run_dir, _config_dict(c), lambda: meta)
     mesh = make_mesh(c.mesh)
     impl = attention_impl(c.model.attention, c.model.dtype, mesh_platform(mesh))
     graphdef, state, shardings = init_state(c, mesh)
@@ -320,7 +347,6 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
                          process_index=jax.process_index(), process_count=n_proc)
     batch_sharding = NamedSharding(mesh, batch_spec(mesh, c.batch))
     iterator = iter(loader)
-    mgr = _checkpoint_manager(run_dir, c.keep)
     state, start = _restore(mgr, state, iterator, c.model)
     step_fn = make_train_step(graphdef, shardings, mesh, c.grad_accum, c.z_loss)
     validator = Validator(valid or {}, seq_len=c.model.seq_len, eod=eod,
@@ -337,7 +363,7 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     elif start == 0:
         metrics_path.unlink(missing_ok=True)
     else:  # drop lines past the restored step (written after the last checkpoint)
-        _truncate_metrics(metrics_path, start)
+        truncate_metrics(metrics_path, start)
     log = RunLogger(run_dir, run_id=c.run_id, steps=c.steps, log_every=c.log_every,
                     tokens_per_step=c.batch * c.model.seq_len, flops_per_token=fpt,
                     peak_flops=peak, start=start, config=_config_dict(c), wandb=wandb,
@@ -346,7 +372,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
         print(f"[{c.run_id}] {total / 1e6:.2f}M params, {c.steps} steps x {c.batch}x"
               f"{c.model.seq_len} tokens, attention={impl}, mesh={dict(mesh.shape)}, "
               f"{'resuming at step ' + str(start) if start else 'from scratch'}", flush=True)
-    t_run = time.perf_counter()
+    # wall_time counts every invocation's training loop, up to the restored checkpoint
+    t_run = time.perf_counter() - (previous_wall_time(meta) if start else 0.0)
     status, error, code, loss = "done", None, 0, float("nan")
     step = start
     with _Preempted() as pre, log, ProfileWindow(run_dir, profile_steps) as prof:
@@ -365,7 +392,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
             point = None
             if validator.final and c.eval_every and (step % c.eval_every == 0
                                                     or step == c.steps):
-                curve = validator.losses(graphdef, state, curve=True)
+                with log.timed("eval"):
+                    curve = validator.losses(graphdef, state, curve=True)
                 point = {"eval": curve, "eval_loss": composite_loss(curve, eval_mix)}
                 log.eval(step, curve, overall=point["eval_loss"])
             log.step(step, loss=loss, grad_norm=float(m["grad_norm"]),
@@ -373,16 +401,20 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
             if step % c.save_every == 0 or step == c.steps:
                 with log.timed("ckpt"):
                     log.flush()
-                    _save(mgr, step, state, iterator, c)
+                    _save(mgr, step, state, iterator, c, time.perf_counter() - t_run)
             if pre.flag or (stop_after is not None and step - start >= stop_after):
                 if step % c.save_every and step != c.steps:
                     log.flush()
-                    _save(mgr, step, state, iterator, c)
+                    _save(mgr, step, state, iterator, c, time.perf_counter() - t_run)
                 status, code = "preempted", EXIT_REQUEUE
                 break
     mgr.wait_until_finished()
     if progress:
         print(flush=True)
+    if pre.signal:  # one line, then the caller exits (130 for Ctrl-C, requeue for SIGTERM)
+        print(f"[{c.run_id}] interrupted by {pre.signal} at step {step}: checkpoint saved in "
+              f"{run_dir}; rerun the same command to resume", file=sys.stderr, flush=True)
+        code = 130 if pre.signal == "SIGINT" else EXIT_REQUEUE
     eval_losses, accuracy = {}, {}
     if status == "done":
         eval_losses = validator.losses(graphdef, state)
@@ -394,7 +426,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     overall = (composite_loss(eval_losses, eval_mix) if eval_losses
                else (loss if math.isfinite(loss) else None))
     if status == "done":
-        log.eval(step, eval_losses, accuracy, overall=overall if eval_losses else None)
+        log.eval(step, eval_losses, accuracy, overall=overall if eval_losses else None,
+                 tag="final")
     log.close()
     q = quality or {}
     record = RunRecord(
@@ -417,14 +450,6 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     else:
         atomic_write_text(run_dir / "preempted.json", json.dumps({"step": step}))
     return code
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip()
-            and json.loads(ln)["step"] <= step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _validation_info(validation: Mapping | None, c: TrainConfig) -> dict:

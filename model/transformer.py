@@ -1,10 +1,12 @@
 """A decoder-only transformer in Flax NNX: RMSNorm, rotary positions, SwiGLU, no biases.
 
 Parameters are fp32; the forward pass computes in ``config.dtype`` (bf16 by default).
-Every weight carries a sharding annotation over the mesh axes ``fsdp`` and ``tensor``
-(see ``datalaws.model.sharding``); under a mesh, ``jax.jit`` places and partitions them.
+Every weight and every block-boundary activation carries logical axis names (batch, sequence,
+embed, heads, head_dim, mlp, vocab, fused); ``datalaws.model.sharding.RULES`` maps them onto
+the mesh. Fused projections keep a per-head layout (qkv kernel [D, 3, H, K], gate/up
+[D, 2, F]) so that tensor parallelism splits whole heads and the q/k/v split is local.
 Array names carry their shapes: B batch, T sequence, D model width, H heads, K head dim,
-F MLP width, V vocabulary.
+F MLP width, V vocabulary, S which of q/k/v (or gate/up).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from datalaws.model.sharding import RULES, constrain
 
 __all__ = ["ModelConfig", "Transformer", "PRESETS", "count_params", "attention_impl"]
 
@@ -32,8 +36,10 @@ class ModelConfig:
     tied: bool = False  # share the embedding with the output projection
     dtype: str = "bfloat16"  # compute dtype; params stay float32
     rope_base: float = 10000.0
-    remat: bool = False  # recompute block activations in the backward pass
-    attention: str = "auto"  # "auto" (cudnn on GPU, xla elsewhere), "cudnn" or "xla"
+    # recompute in the backward pass: False (save all), True / "full" (the block's input
+    # only), "dots" (save matmul outputs, recompute attention and elementwise ops)
+    remat: bool | str = False
+    attention: str = "auto"  # "auto" (cudnn on GPU for bf16/fp16, else xla), "cudnn", "xla"
 
     PRESET_SHAPES: ClassVar[dict[str, tuple[int, int, int]]] = {
         # name: (d_model, n_layers, n_heads); d_ff = 8/3 d_model rounded to 64
@@ -61,6 +67,12 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{f}={getattr(self, f)} must be > 0")
         if self.attention not in ("auto", "cudnn", "xla"):
             raise ValueError(f"ModelConfig.attention={self.attention!r}; use auto|cudnn|xla")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"ModelConfig.remat={self.remat!r}; use one of "
+                             f"{sorted(map(str, REMAT_POLICIES))}")
+        if self.attention == "cudnn" and self.dtype not in CUDNN_DTYPES:
+            raise ValueError(f"ModelConfig: attention='cudnn' needs dtype bfloat16 or float16, "
+                             f"not {self.dtype!r} (cuDNN fused attention rejects it)")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> ModelConfig:
@@ -90,18 +102,43 @@ def count_params(c: ModelConfig) -> tuple[int, int]:
     return nonembed + embed, nonembed
 
 
-def attention_impl(requested: str) -> str:
-    """'cudnn' on GPU under 'auto', else 'xla'; a forced 'cudnn' off GPU is an error."""
-    backend = jax.default_backend()
+CUDNN_DTYPES = ("bfloat16", "float16")
+# False/True kept for configs written before the named policies
+REMAT_POLICIES = {False: None, "none": None, True: "full", "full": "full", "dots": "dots"}
+
+
+def attention_impl(requested: str, dtype: str = "bfloat16", platform: str | None = None) -> str:
+    """The attention kernel for a dtype on a platform ('gpu', 'tpu', 'cpu'; default: JAX's).
+
+    'auto' takes cuDNN's fused attention on GPU for bf16/fp16 (it rejects float32) and XLA's
+    otherwise; a forced 'cudnn' off GPU or in float32 is an error."""
+    platform = platform or jax.default_backend()
+    platform = "gpu" if platform in ("cuda", "rocm") else platform
     if requested == "auto":
-        return "cudnn" if backend == "gpu" else "xla"
-    if requested == "cudnn" and backend != "gpu":
-        raise ValueError(f"attention='cudnn' needs a GPU; this backend is {backend!r}")
+        return "cudnn" if platform == "gpu" and dtype in CUDNN_DTYPES else "xla"
+    if requested == "cudnn" and platform != "gpu":
+        raise ValueError(f"attention='cudnn' needs a GPU; this platform is {platform!r}")
+    if requested == "cudnn" and dtype not in CUDNN_DTYPES:
+        raise ValueError(f"attention='cudnn' needs bfloat16/float16, not {dtype!r}")
     return requested
 
 
-def _init(sharding: tuple, scale: float = 1.0):
-    return nnx.with_partitioning(nnx.initializers.normal(0.02 * scale), sharding)
+def _init(names: tuple, scale: float = 1.0):
+    return nnx.with_partitioning(nnx.initializers.normal(0.02 * scale), names,
+                                 sharding_rules=RULES)
+
+
+def _norm(d: int, dt, rngs: nnx.Rngs) -> nnx.RMSNorm:
+    return nnx.RMSNorm(d, dtype=dt, rngs=rngs, scale_init=nnx.with_partitioning(
+        nnx.initializers.ones, ("norm",), sharding_rules=RULES))
+
+
+# logical axes of the activations the step pins (see datalaws.model.sharding)
+RESIDUAL = ("batch", "sequence", "activation_embed")
+PER_HEAD = ("batch", "sequence", "heads", "head_dim")
+# "full" saves nothing inside a block; "dots" keeps the projections' outputs (matmuls without
+# batch dimensions) and recomputes attention scores, norms and activations
+_POLICY = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 def _rope(x_BTHK: jax.Array, positions_T: jax.Array, base: float) -> jax.Array:
@@ -118,35 +155,34 @@ class Block(nnx.Module):
     def __init__(self, c: ModelConfig, *, rngs: nnx.Rngs):
         dt = jnp.dtype(c.dtype)
         out_scale = 1.0 / (2 * c.n_layers) ** 0.5  # GPT-2 style residual scaling
+        D, H, K, F = c.d_model, c.n_heads, c.head_dim, c.d_ff
         self.c = c
-        self.attn_norm = nnx.RMSNorm(c.d_model, dtype=dt, rngs=rngs,
-                                     scale_init=nnx.with_partitioning(nnx.initializers.ones,
-                                                                      (None,)))
-        self.qkv = nnx.Linear(c.d_model, 3 * c.d_model, use_bias=False, dtype=dt, rngs=rngs,
-                              kernel_init=_init(("fsdp", "tensor")))
-        self.out = nnx.Linear(c.d_model, c.d_model, use_bias=False, dtype=dt, rngs=rngs,
-                              kernel_init=_init(("tensor", "fsdp"), out_scale))
-        self.mlp_norm = nnx.RMSNorm(c.d_model, dtype=dt, rngs=rngs,
-                                    scale_init=nnx.with_partitioning(nnx.initializers.ones,
-                                                                     (None,)))
-        self.gate_up = nnx.Linear(c.d_model, 2 * c.d_ff, use_bias=False, dtype=dt, rngs=rngs,
-                                  kernel_init=_init(("fsdp", "tensor")))
-        self.down = nnx.Linear(c.d_ff, c.d_model, use_bias=False, dtype=dt, rngs=rngs,
-                               kernel_init=_init(("tensor", "fsdp"), out_scale))
+        self.attn_norm = _norm(D, dt, rngs)
+        self.qkv = nnx.Einsum("BTD,DSHK->BTSHK", (D, 3, H, K), dtype=dt, rngs=rngs,
+                              kernel_init=_init(("embed", "fused", "heads", "head_dim")))
+        self.out = nnx.Einsum("BTHK,HKD->BTD", (H, K, D), dtype=dt, rngs=rngs,
+                              kernel_init=_init(("heads", "head_dim", "embed"), out_scale))
+        self.mlp_norm = _norm(D, dt, rngs)
+        self.gate_up = nnx.Einsum("BTD,DSF->BTSF", (D, 2, F), dtype=dt, rngs=rngs,
+                                  kernel_init=_init(("embed", "fused", "mlp")))
+        self.down = nnx.Linear(F, D, use_bias=False, dtype=dt, rngs=rngs,
+                               kernel_init=_init(("mlp", "embed"), out_scale))
 
     def _qkv(self, x_BTD: jax.Array, positions_T: jax.Array):
         c = self.c
-        B, T, _ = x_BTD.shape
-        qkv = self.qkv(self.attn_norm(x_BTD)).reshape(B, T, 3, c.n_heads, c.head_dim)
-        q_BTHK = _rope(qkv[:, :, 0], positions_T, c.rope_base)
-        k_BTHK = _rope(qkv[:, :, 1], positions_T, c.rope_base)
-        return q_BTHK, k_BTHK, qkv[:, :, 2]
+        qkv_BTSHK = constrain(self.qkv(self.attn_norm(x_BTD)),
+                              ("batch", "sequence", "fused", "heads", "head_dim"))
+        q_BTHK = _rope(qkv_BTSHK[:, :, 0], positions_T, c.rope_base)
+        k_BTHK = _rope(qkv_BTSHK[:, :, 1], positions_T, c.rope_base)
+        return q_BTHK, k_BTHK, qkv_BTSHK[:, :, 2]
 
     def _residual(self, x_BTD: jax.Array, a_BTHK: jax.Array) -> jax.Array:
-        B, T, _ = x_BTD.shape
-        x_BTD = x_BTD + self.out(a_BTHK.reshape(B, T, self.c.d_model))
-        gate_BTF, up_BTF = jnp.split(self.gate_up(self.mlp_norm(x_BTD)), 2, axis=-1)
-        return x_BTD + self.down(jax.nn.silu(gate_BTF) * up_BTF)
+        a_BTHK = constrain(a_BTHK, PER_HEAD)
+        x_BTD = constrain(x_BTD + self.out(a_BTHK), RESIDUAL)
+        gu_BTSF = constrain(self.gate_up(self.mlp_norm(x_BTD)),
+                            ("batch", "sequence", "fused", "mlp"))
+        h_BTF = jax.nn.silu(gu_BTSF[:, :, 0]) * gu_BTSF[:, :, 1]
+        return constrain(x_BTD + self.down(h_BTF), RESIDUAL)
 
     def __call__(self, x_BTD: jax.Array, positions_T: jax.Array, impl: str,
                  segments_BT: jax.Array | None = None) -> jax.Array:
@@ -184,30 +220,32 @@ class Transformer(nnx.Module):
     def __init__(self, c: ModelConfig, *, rngs: nnx.Rngs):
         self.c = c
         self.embed = nnx.Embed(c.vocab, c.d_model, dtype=jnp.dtype(c.dtype), rngs=rngs,
-                               embedding_init=_init(("tensor", "fsdp")))
+                               embedding_init=_init(("vocab", "embed")))
         self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
-        self.norm = nnx.RMSNorm(c.d_model, dtype=jnp.dtype(c.dtype), rngs=rngs,
-                                scale_init=nnx.with_partitioning(nnx.initializers.ones, (None,)))
+        self.norm = _norm(c.d_model, jnp.dtype(c.dtype), rngs)
         if not c.tied:
             self.unembed = nnx.Linear(c.d_model, c.vocab, use_bias=False,
                                       dtype=jnp.dtype(c.dtype), rngs=rngs,
-                                      kernel_init=_init(("fsdp", "tensor")))
+                                      kernel_init=_init(("embed", "vocab")))
 
     def __call__(self, tokens_BT: jax.Array, positions_T: jax.Array | None = None,
                  segments_BT: jax.Array | None = None) -> jax.Array:
         """Logits; ``positions_T`` ([T] or [B, T], default 0..T-1) feed the rotary
         embedding, ``segments_BT`` (document number per token) keeps attention inside each
         document. Packed training passes both, restarting per document (data/loader.py)."""
-        impl = attention_impl(self.c.attention)
+        # init_state resolves "auto" for the mesh's platform; eager use resolves it here
+        impl = (self.c.attention if self.c.attention != "auto"
+                else attention_impl("auto", self.c.dtype))
         T = tokens_BT.shape[1]
         positions_T = jnp.arange(T) if positions_T is None else positions_T
-        x_BTD = self.embed(tokens_BT)
+        x_BTD = constrain(self.embed(tokens_BT), RESIDUAL)
+        policy = REMAT_POLICIES[self.c.remat]
         for block in self.blocks:
-            if self.c.remat:
-                x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl, segments_BT))(block,
-                                                                                   x_BTD)
-            else:
+            if policy is None:
                 x_BTD = block(x_BTD, positions_T, impl, segments_BT)
+            else:
+                x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl, segments_BT),
+                                  policy=_POLICY[policy])(block, x_BTD)
         return self._logits(x_BTD)
 
     def _logits(self, x_BTD: jax.Array) -> jax.Array:
@@ -216,7 +254,7 @@ class Transformer(nnx.Module):
             logits_BTV = self.embed.attend(x_BTD)
         else:
             logits_BTV = self.unembed(x_BTD)
-        return logits_BTV.astype(jnp.float32)
+        return constrain(logits_BTV.astype(jnp.float32), ("batch", "sequence", "vocab"))
 
     def init_cache(self, batch: int, length: int) -> list[tuple[jax.Array, jax.Array]]:
         """Empty per-layer (keys, values) caches for ``length`` positions."""

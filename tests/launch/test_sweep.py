@@ -67,8 +67,14 @@ def test_tpu_commands_as_text(tmp_path):
     write_record(RunRecord(run_id=runs[0].run_id, status="done"), runs[0].out)
     script = write_tpu_script(runs, TpuProfile(name="v5p-64", zone="us-east5-a",
                                                project="lab"), tmp_path)
-    lines = [ln for ln in script.read_text().splitlines() if ln.startswith("gcloud")]
+    text = script.read_text().splitlines()
+    lines = [ln for ln in text if ln.startswith("gcloud") and "launch.task" in ln]
     assert len(lines) == 2  # the finished run is left out
+    tasks = tmp_path / "tpu" / "tasks.json"  # copied to every worker before the first task
+    copy = [ln for ln in text if " scp " in ln]
+    assert copy == [f"gcloud compute tpus tpu-vm scp {tasks} v5p-64:{tasks} --zone=us-east5-a "
+                    "--worker=all --project=lab"]
+    assert text.index(copy[0]) < text.index(lines[0])
     for i, ln in enumerate(lines):
         assert ln.startswith("gcloud compute tpus tpu-vm ssh v5p-64 --zone=us-east5-a "
                              "--worker=all --project=lab --command=")

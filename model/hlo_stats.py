@@ -1,0 +1,170 @@
+"""What a compiled, partitioned program does per device, read from its optimized HLO text.
+
+``hlo_stats(text, seq_len)`` walks the module's computations with their execution counts
+(a while loop's body runs its known trip count times, e.g. the gradient-accumulation scan)
+and sums: matmul FLOPs (``dot``, cuBLAS gemm custom calls, cuDNN fused attention),
+collectives by kind with their bytes, and the batch dimension of the attention-score-sized
+arrays [B, H, T, T] (or the [B, 1, T, T] document mask), which says whether the batch is
+split in compute. XLA's own ``cost_analysis`` is preferred for FLOPs where the platform
+gives it (TPU); GPU programs need this count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+
+__all__ = ["hlo_stats", "COLLECTIVES"]
+
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+          "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_SHAPE = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\]")
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
+_HEADER = re.compile(r"^\s*(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->\s*.*\{\s*$")
+_CALLS = re.compile(r"\b(calls|body|condition|to_apply)=%?([\w.\-]+)")
+_BRANCHES = re.compile(r"(?:branch_computations|called_computations)=\{([^}]*)\}")
+
+
+def _shapes(text: str) -> list[tuple[str, tuple[int, ...]]]:
+    return [(dt, tuple(int(d) for d in dims.split(",") if d))
+            for dt, dims in _SHAPE.findall(text)]
+
+
+def _nbytes(dt: str, dims: tuple[int, ...]) -> int:
+    size = _BYTES.get(dt, 1 if dt.startswith("f8") else 0)
+    return size * math.prod(dims)
+
+
+def _split_type(rest: str) -> tuple[str, str]:
+    """'bf16[2,3]{1,0} dot(...), attrs' -> (type text, 'dot(...), attrs')."""
+    if rest.startswith("("):
+        depth = 0
+        for i, ch in enumerate(rest):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                return rest[: i + 1], rest[i + 1:].lstrip()
+    head, _, tail = rest.partition(" ")
+    return head, tail
+
+
+def _parse(text: str):
+    """{computation: [(name, type text, op, rest)]}, the entry's name."""
+    comps, entry, cur = {}, None, None
+    for line in text.splitlines():
+        h = _HEADER.match(line)
+        if h:
+            cur = h.group(2)
+            comps[cur] = []
+            if h.group(1):
+                entry = cur
+            continue
+        if cur is None or line.strip() == "}":
+            continue
+        m = _INSTR.match(line)
+        if m:
+            typ, rest = _split_type(m.group(2))
+            op = rest.split("(", 1)[0].strip()
+            comps[cur].append((m.group(1), typ, op, rest))
+    return comps, entry
+
+
+def _trip_count(rest: str) -> int | None:
+    m = re.search(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"?(\d+)', rest)
+    return int(m.group(1)) if m else None
+
+
+def _counts(comps: dict, entry: str) -> tuple[dict[str, float], bool]:
+    """How many times each computation runs per step (and whether a trip count was unknown)."""
+    count: dict[str, float] = defaultdict(float)
+    count[entry] = 1.0
+    unknown = False
+    order = [entry]
+    for comp in order:  # breadth-first over the call graph; HLO call graphs are acyclic
+        for _, _, op, rest in comps.get(comp, []):
+            trips = 1
+            if op == "while":
+                t = _trip_count(rest)
+                unknown |= t is None
+                trips = t or 1
+            callees = [(kind, c) for kind, c in _CALLS.findall(rest) if kind != "to_apply"]
+            for group in _BRANCHES.findall(rest):
+                callees += [("branch", c.strip().lstrip("%")) for c in group.split(",")]
+            for kind, callee in callees:
+                if callee not in comps:
+                    continue
+                count[callee] += count[comp] * (trips if kind in ("body", "condition") else 1)
+                if callee not in order:
+                    order.append(callee)
+    return count, unknown
+
+
+def _dot_flops(typ: str, rest: str) -> float:
+    out = _shapes(typ)
+    operands = _shapes(rest.split(")", 1)[0])
+    m = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
+    if not out or not operands or not m:
+        return 0.0
+    lhs = operands[0][1]
+    contract = math.prod(lhs[int(i)] for i in m.group(1).split(",") if i)
+    return 2.0 * math.prod(out[0][1]) * contract
+
+
+def _gemm_flops(typ: str, rest: str) -> float:
+    """cuBLAS gemm custom call: dimension numbers live in its backend_config."""
+    m = re.search(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]', rest)
+    operands = _shapes(rest.split(")", 1)[0])
+    out = _shapes(typ)
+    if not m or not operands or not out:
+        return 0.0
+    lhs = operands[0][1]
+    dims = [int(x) for x in json.loads("[" + m.group(1) + "]")]
+    return 2.0 * math.prod(out[0][1]) * math.prod(lhs[d] for d in dims)
+
+
+def _fmha_flops(target: str, rest: str) -> float:
+    """cuDNN fused attention: 4*B*H*T*S*K forward (QK^T and PV), 2.5x that backward."""
+    operands = _shapes(rest.split(")", 1)[0])
+    if len(operands) < 2:
+        return 0.0
+    q, k = operands[0][1], operands[1][1]  # [B, T, H, K] and [B, S, H, K]
+    if len(q) != 4 or len(k) != 4:
+        return 0.0
+    fwd = 4.0 * q[0] * q[2] * q[1] * k[1] * q[3]
+    return fwd * (2.5 if "backward" in target.lower() else 1.0)
+
+
+def hlo_stats(text: str, seq_len: int) -> dict:
+    """FLOPs, collectives {kind: {count, bytes}} and attention batch of one device's program."""
+    comps, entry = _parse(text)
+    count, unknown = _counts(comps, entry)
+    flops = 0.0
+    coll = {k: {"count": 0.0, "bytes": 0.0} for k in COLLECTIVES}
+    score_batches: set[int] = set()
+    for comp, instrs in comps.items():
+        n = count.get(comp, 0.0)
+        if not n:
+            continue
+        for _, typ, op, rest in instrs:
+            if op == "dot":
+                flops += n * _dot_flops(typ, rest)
+            elif op == "custom-call":
+                target = re.search(r'custom_call_target="([^"]+)"', rest)
+                target = target.group(1) if target else ""
+                if "gemm" in target or "matmul" in target:
+                    flops += n * _gemm_flops(typ, rest)
+                elif "fmha" in target or "cudnn$fmha" in target:
+                    flops += n * _fmha_flops(target, rest)
+            base = op[:-6] if op.endswith("-start") else op
+            if base in coll and not op.endswith("-done"):
+                shapes = _shapes(typ) + _shapes(rest.split(")", 1)[0])
+                coll[base]["count"] += n
+                coll[base]["bytes"] += n * max((_nbytes(*s) for s in shapes), default=0)
+            for _, dims in _shapes(typ):
+                if len(dims) == 4 and dims[2] == dims[3] == seq_len:
+                    score_batches.add(dims[0])
+    return {"flops": flops, "collectives": coll, "score_batches": sorted(score_batches),
+            "trip_count_unknown": unknown}
