@@ -22,7 +22,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import jax
@@ -33,7 +33,7 @@ __all__ = ["RunLogger", "ProfileWindow", "parse_profile_steps", "require_wandb",
            "DATA_WAIT_WARN", "TIME_PARTS"]
 
 DATA_WAIT_WARN = 0.05  # share of step time spent waiting for data that earns a warning
-TIME_PARTS = ("data", "step", "ckpt")  # the timed parts of an interval, in loop order
+TIME_PARTS = ("data", "step", "eval", "ckpt")  # the timed parts of an interval
 
 
 def parse_profile_steps(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -66,17 +66,17 @@ class RunLogger:
     def __init__(self, run_dir: str | Path, *, run_id: str, steps: int, tokens_per_step: int,
                  flops_per_token: float, peak_flops: float, log_every: int = 10,
                  start: int = 0, config: Mapping | None = None, wandb: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, clock: Callable[[], float] = time.perf_counter):
         if log_every < 1:
             raise ValueError(f"log_every={log_every} must be >= 1")
         self.run_dir, self.run_id, self.steps = Path(run_dir), run_id, steps
         self.tokens_per_step, self.fpt, self.peak = tokens_per_step, flops_per_token, peak_flops
-        self.log_every, self.start = log_every, start
+        self.log_every, self.start, self._clock = log_every, start, clock
         self.active = _is_writer()
         self.progress = progress and self.active
         self._jsonl = self._tb = self._wandb = None
         self._parts = dict.fromkeys(TIME_PARTS, 0.0)
-        self._t_interval = self._t_rate = time.perf_counter()
+        self._t_interval = self._t_rate = clock()
         self._n_interval = self._tokens = 0
         self._slow_data = [0, 0]  # intervals over the data-wait threshold, intervals seen
         if not self.active:
@@ -91,18 +91,18 @@ class RunLogger:
 
     @contextlib.contextmanager
     def timed(self, part: str) -> Iterator[None]:
-        """Adds the time spent in the block to ``part`` (data, step or ckpt) of this interval."""
-        t = time.perf_counter()
+        """Adds the time spent in the block to ``part`` (one of TIME_PARTS) of this interval."""
+        t = self._clock()
         try:
             yield
         finally:
-            self._parts[part] += time.perf_counter() - t
+            self._parts[part] += self._clock() - t
 
     def step(self, step: int, *, loss: float, grad_norm: float, lr: float,
              extra: Mapping | None = None) -> dict:
         """Log one finished step (``extra``: more fields of its row, e.g. a validation-curve
         point); returns the metrics.jsonl row."""
-        now = time.perf_counter()
+        now = self._clock()
         if step == self.start + 1:  # compilation step: rates and split start after it
             self._reset_interval(now)
             self._t_rate, self._tokens = now, 0
@@ -121,11 +121,16 @@ class RunLogger:
         return row
 
     def eval(self, step: int, losses: Mapping[str, float],
-             accuracy: Mapping[str, float] | None = None, overall: float | None = None) -> None:
-        """Validation loss per domain (and overall), accuracy per task, at ``step``."""
-        scalars = {f"valid/loss/{d}": v for d, v in losses.items()}
+             accuracy: Mapping[str, float] | None = None, overall: float | None = None,
+             tag: str = "valid") -> None:
+        """Validation loss per domain (and overall) under ``tag``, accuracy per task.
+
+        Curve points use ``valid``; the end-of-run evaluation on the full validation set
+        uses ``final``, so the two never share a step of one TensorBoard series.
+        """
+        scalars = {f"{tag}/loss/{d}": v for d, v in losses.items()}
         if overall is not None and losses:
-            scalars["valid/loss"] = overall
+            scalars[f"{tag}/loss"] = overall
         scalars |= {f"acc/{t}": v for t, v in (accuracy or {}).items()}
         self._write_scalars(step, scalars)
 
@@ -186,7 +191,8 @@ class RunLogger:
             print(f"\r[{self.run_id}] step {step}/{self.steps} loss {row['loss']:.4f} "
                   f"{row['tokens_per_s']:,.0f} tok/s MFU {100 * row['mfu']:.1f}% "
                   f"{1e3 * row['step_time_s']:.0f} ms/step (data {frac['data']:.0%} "
-                  f"step {frac['step']:.0%} ckpt {frac['ckpt']:.0%})", end="", flush=True)
+                  f"step {frac['step']:.0%} eval {frac['eval']:.0%} ckpt {frac['ckpt']:.0%})",
+                  end="", flush=True)
 
     def _write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         scalars = {k: float(v) for k, v in scalars.items() if v is not None
