@@ -8,6 +8,7 @@ import json
 import tomllib
 from pathlib import Path
 
+from datalaws.model.sharding import parse_mesh
 from datalaws.records import parse_mixture
 
 __all__ = ["register_cli", "run_from_dict"]
@@ -22,6 +23,7 @@ def run_from_dict(cfg: dict) -> int:
     missing = required - set(cfg)
     if missing:
         raise ValueError(f"train config is missing {sorted(missing)}")
+    _check_config(cfg)  # numbers, preset, store and run folder: refuse before any work
     from datalaws.model.metrics import parse_profile_steps, require_wandb
 
     profile_steps = parse_profile_steps(cfg.get("profile_steps"))  # bad input: fail first
@@ -41,11 +43,12 @@ def run_from_dict(cfg: dict) -> int:
     vocab = Tokenizer.from_file(f"{cfg['data']}/tokenizer.json").get_vocab_size()
     model = ModelConfig.preset(cfg["preset"], vocab=vocab, seq_len=int(cfg.get("seq_len", 128)),
                                attention=cfg.get("attention", "auto"),
-                               dtype=cfg.get("dtype", "bfloat16"))
+                               dtype=cfg.get("dtype", "bfloat16"),
+                               remat=_remat(cfg.get("remat", False)))
     c = TrainConfig(model=model, tokens=int(float(cfg["tokens"])), batch=int(cfg.get("batch", 8)),
                     lr=float(cfg.get("lr", 3e-3)), mixture=mixture, seed=int(cfg.get("seed", 0)),
                     run_id=cfg.get("run_id", "run"), save_every=int(cfg.get("save_every", 50)),
-                    mesh=tuple(cfg.get("mesh", (1, 1, 1))),
+                    mesh=parse_mesh(cfg.get("mesh")),  # None: fsdp over all devices
                     unique_tokens=(int(float(cfg["unique_tokens"])) if cfg.get("unique_tokens")
                                    else None), grad_accum=int(cfg.get("grad_accum", 1)),
                     eval_mix=eval_mix, **_eval_and_schedule(cfg))
@@ -74,6 +77,48 @@ def run_from_dict(cfg: dict) -> int:
                  eval_fn=eval_fn if tasks else None, profile_steps=profile_steps,
                  wandb=bool(cfg.get("wandb")), validation=validation,
                  chance=chance if tasks else None)
+
+
+_POSITIVE = {"tokens": float, "batch": int, "seq_len": int, "lr": float, "save_every": int,
+             "grad_accum": int, "unique_tokens": float, "log_every": int}
+
+
+def _check_config(cfg: dict) -> None:
+    """One line naming the setting: bad numbers, unknown preset, missing store, an --out that
+    is a file or a finished run (nothing is read or compiled before this passes)."""
+    import math
+
+    from datalaws.model.resume import check_run_dir
+    from datalaws.model.transformer import PRESETS
+
+    if cfg["preset"] not in PRESETS:
+        raise ValueError(f"preset {cfg['preset']!r}: unknown; presets are {', '.join(PRESETS)}")
+    for key, kind in _POSITIVE.items():
+        if cfg.get(key) is None:
+            continue
+        try:
+            v = float(cfg[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} = {cfg[key]!r}: not a number") from None
+        if not math.isfinite(v) or v <= 0 or (kind is int and v != int(v)):
+            raise ValueError(f"{key} = {cfg[key]!r}: must be a positive "
+                             f"{'whole number' if kind is int else 'number'}")
+    if cfg.get("seed") is not None and not str(cfg["seed"]).lstrip("-").isdigit():
+        raise ValueError(f"seed = {cfg['seed']!r}: must be a whole number")
+    mix = cfg.get("mixture")
+    if isinstance(mix, dict):
+        for k, v in mix.items():
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"mixture {k} = {v!r}: proportions are numbers >= 0")
+    store = Path(cfg["data"])
+    if not (store / "tokenizer.json").is_file():
+        raise ValueError(f"--data {store}: not a token store (no tokenizer.json); make one with "
+                         "`datalaws data prepare`")
+    out = Path(cfg["out"])
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a run folder")
+    if out.is_dir():
+        check_run_dir(out, {}, lambda: None)  # a finished run: refuse (config: in train)
 
 
 def _store_data(cfg: dict, mixture: dict[str, float]):
@@ -123,12 +168,19 @@ def _eval_and_schedule(cfg: dict) -> dict:
 def _cmd_train(a: argparse.Namespace) -> int:
     cfg = {}
     if a.config:
-        with open(a.config, "rb") as f:
-            cfg = tomllib.load(f)
+        try:
+            with open(a.config, "rb") as f:
+                cfg = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{a.config}: invalid TOML ({e})") from None
     if a.config_json:
-        cfg |= json.loads(a.config_json)
+        try:
+            cfg |= json.loads(a.config_json)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config-json: invalid JSON ({e})") from None
     for key in ("preset", "tokens", "data", "mixture", "out", "seq_len", "batch", "lr", "seed",
-                "run_id", "unique_tokens", "attention", "tasks"):
+                "run_id", "unique_tokens", "attention", "tasks", "mesh", "remat",
+                "grad_accum"):
         v = getattr(a, key)
         if v is not None:
             cfg[key] = v
@@ -158,6 +210,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--run-id", dest="run_id")
     t.add_argument("--unique-tokens", dest="unique_tokens", type=float)
     t.add_argument("--attention", choices=["auto", "cudnn", "xla"])
+    t.add_argument("--mesh", metavar="data=1,fsdp=-1,tensor=1",
+                   help="device mesh (default: fsdp over all devices; -1 = the rest)")
+    t.add_argument("--remat", choices=["none", "full", "dots"],
+                   help="recompute activations in the backward pass (default none)")
+    t.add_argument("--grad-accum", dest="grad_accum", type=int,
+                   help="microbatches per optimizer step (default 1)")
     t.add_argument("--tasks", nargs="+", help="multiple-choice JSONL files to evaluate "
                    "(default: the store's built-in next-line tasks)")
     t.add_argument("--eval-mix", dest="eval_mix", metavar="DOMAIN=W,...",
@@ -174,5 +232,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--wandb", action="store_true",
                    help="also log to Weights & Biases, offline (needs `pip install wandb`)")
     t.set_defaults(func=_cmd_train)
+    from datalaws.model.preflight import register_cli as register_preflight
+
+    register_preflight(sub)
+
+
+def _remat(v) -> bool | str:
+    return {"none": False, "false": False, "true": True}.get(str(v).lower(), v)
 
 
