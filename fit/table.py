@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["TableError", "LawData", "read_table", "law_data", "table_hash", "split_holdout",
-           "validate_table", "SIZE_COLUMNS"]
+           "validate_table", "SIZE_COLUMNS", "filter_rows"]
 
 
 class TableError(ValueError):
@@ -200,16 +200,35 @@ def law_data(df: pd.DataFrame, inputs: Mapping[str, str], *, target: str | None 
     return LawData(inputs=x, y=y, acc=acc, columns=used)
 
 
+def _select(df: pd.DataFrame, expr: str, flag: str) -> np.ndarray:
+    """Rows where a pandas expression holds; a bad expression or a non-boolean result is one
+    line naming the flag and the columns."""
+    try:
+        mask = df.eval(expr)
+    except Exception as e:
+        raise TableError(f"{flag} {expr!r} is not a valid expression on the table's "
+                         f"columns {list(df.columns)} ({e})") from None
+    mask = np.asarray(mask)
+    if mask.shape != (len(df),) or mask.dtype != bool:
+        raise TableError(f"{flag} {expr!r} must give True/False per row, e.g. 'params >= 2e9'")
+    return mask
+
+
+def filter_rows(df: pd.DataFrame, expr: str | None) -> pd.DataFrame:
+    """Keep the rows where ``expr`` holds (``--where "loss < 6 and name_consistent"``)."""
+    if not expr:
+        return df
+    mask = _select(df, expr, "--where")
+    if not mask.any():
+        raise TableError(f"--where {expr!r} keeps none of the {len(df)} rows")
+    return df[mask]
+
+
 def split_holdout(df: pd.DataFrame, expr: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split rows by a pandas query (``"params >= 2e9"`` selects the held-out rows)."""
     if not expr:
         return df, df.iloc[:0]
-    try:
-        mask = df.eval(expr)
-    except Exception as e:
-        raise TableError(f"--holdout {expr!r} is not a valid expression on the table's "
-                         f"columns ({e})") from None
-    mask = np.asarray(mask, dtype=bool)
+    mask = _select(df, expr, "--holdout")
     if mask.all() or not mask.any():
         raise TableError(f"--holdout {expr!r} selects {mask.sum()} of {len(df)} rows; it must "
                          "leave rows on both sides")
