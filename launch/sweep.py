@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,7 +70,39 @@ def load_spec(path: str | Path) -> dict:
         raise ValueError(f"{path}: a sweep spec needs a [grid] table or [[runs]] tables")
     spec.setdefault("defaults", {})
     spec.setdefault("out", str(path.with_suffix("")) + "_runs")
+    _check_spec(path, spec)
     return spec
+
+
+_REQUIRED = ("preset", "tokens", "data", "mixture")
+_COUNTS = ("tokens", "batch", "seq_len", "save_every", "grad_accum", "unique_tokens")
+
+
+def _check_spec(path: Path, spec: dict) -> None:
+    """Refuse a spec whose runs would fail one by one later: one line naming the key."""
+    from datalaws.model.transformer import PRESETS
+
+    out = Path(spec["out"])
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{path}: out = {str(out)!r} is a file, not a folder")
+    runs = expand(spec)
+    if not runs:
+        raise ValueError(f"{path}: the sweep has no runs (an empty list in the grid?)")
+    for r in runs:
+        c = r.config
+        missing = [k for k in _REQUIRED if c.get(k) in (None, "", {})]
+        if missing:
+            raise ValueError(f"{path}: runs need {missing}; set them in [defaults] or the grid")
+        if c["preset"] not in PRESETS:
+            raise ValueError(f"{path}: preset {c['preset']!r} is unknown; presets are "
+                             f"{', '.join(PRESETS)}")
+        for key in _COUNTS:
+            try:
+                ok = c.get(key) is None or float(c[key]) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{path}: {key} = {c[key]!r} must be a positive number")
 
 
 def expand(spec: dict) -> list[Run]:
@@ -154,29 +187,37 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
     from datalaws.progress import Progress
 
     bar = Progress(len(todo), "sweep", enabled=progress)
-    while queue or running:
-        while queue and len(running) < parallel:
-            r = queue.pop(0)
-            r.out.mkdir(parents=True, exist_ok=True)
-            (r.out / "failed.json").unlink(missing_ok=True)
-            log = open(r.out / "train.log", "a")
-            p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "train", "--config-json",
-                                  json.dumps(r.config)], stdout=log, stderr=subprocess.STDOUT,
-                                 env=env)
-            running[r.run_id] = (p, r, time.perf_counter())
-        for rid, (p, r, _) in list(running.items()):
-            code = p.poll()
-            if code is None:
-                continue
-            codes[rid] = code
-            del running[rid]
-            if code != 0:
-                atomic_write_text(r.out / "failed.json", json.dumps({"exit_code": code}))
-        done = len(codes)
-        el = time.perf_counter() - t0
-        eta = f", ETA {el / done * (len(todo) - done):.0f} s" if done else ""
-        bar.update(done, f"finished, {len(running)} running, {el:.0f} s elapsed{eta}")
-        time.sleep(0.5)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                r = queue.pop(0)
+                r.out.mkdir(parents=True, exist_ok=True)
+                (r.out / "failed.json").unlink(missing_ok=True)
+                log = open(r.out / "train.log", "a")
+                p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "train",
+                                      "--config-json", json.dumps(r.config)], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env)
+                running[r.run_id] = (p, r, time.perf_counter())
+            for rid, (p, r, _) in list(running.items()):
+                code = p.poll()
+                if code is None:
+                    continue
+                codes[rid] = code
+                del running[rid]
+                if code not in (0, 75, 130):  # preempted or Ctrl-C: checkpoint saved
+                    atomic_write_text(r.out / "failed.json", json.dumps({"exit_code": code}))
+            done = len(codes)
+            el = time.perf_counter() - t0
+            eta = f", ETA {el / done * (len(todo) - done):.0f} s" if done else ""
+            bar.update(done, f"finished, {len(running)} running, {el:.0f} s elapsed{eta}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each run saves a checkpoint, then we stop
+        for p, _, _ in running.values():
+            p.send_signal(signal.SIGTERM)
+        for p, _, _ in running.values():
+            p.wait()
+        bar.close()
+        raise
     bar.close()
     return codes
 

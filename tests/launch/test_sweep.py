@@ -54,7 +54,7 @@ def test_relaunch_skips_finished_and_failed(tmp_path):
     codes = run_local(runs, parallel=1, progress=False)
     assert list(codes) == [runs[2].run_id] and codes[runs[2].run_id] != 0
     assert run_state(runs[2])["state"] == "failed"
-    assert "no meta.json" in (runs[2].out / "train.log").read_text()
+    assert "not a token store" in (runs[2].out / "train.log").read_text()  # checked first
     assert run_local(runs, parallel=1, progress=False) == {}  # nothing resubmitted
     assert list(run_local(runs, parallel=1, progress=False, retry_failed=True)) == [
         runs[2].run_id]
