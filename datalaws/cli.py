@@ -146,6 +146,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         kind_q = None if a.objective == "mean" else int(a.objective[1:]) / 100
         best = best_mixture(result, params=p.chosen["params"], tokens=p.chosen["tokens"],
                             quantile=kind_q, default=mixture, evals=evals)
+        p.mixture = best  # the decision card shows it
         print("best mixture at the plan: " + ", ".join(
             f"{k}={v:.3f}" for k, v in best["mixture"].items())
             + f"; P(beats --mixture) = {best['p_beats_default']:.2f}")

@@ -3,13 +3,14 @@
 Bayesian experimental design on the posterior draws. The quantity of interest is the log loss
 of the target run (N*, D*). Its predictive variance today is
 
-    V = Var_s[log L_law(x*; theta_s)] + E[k^2] d(x*)^2 + sigma^2,
+    V = Var_s[log L_law(x*; theta_s)] + E[sum_g k_g^2 d_g(x*)^2] + sigma^2,
 
-the spread of the law over posterior draws, the discrepancy beyond the fitted runs (d: the
-extrapolation distance the fit uses) and the run-to-run noise. Training a candidate run x_j
-adds an observation y_j = log L(x_j) + noise. Linearised (the joint distribution of the law's
-values at the target and at every candidate, taken Gaussian with the covariance of the
-posterior draws: an ensemble Kalman update), its expected effect on the law term is
+the spread of the law over posterior draws, the discrepancy beyond the fitted runs (d_g: the
+extrapolation distance per axis group the fit uses, k_g its posterior scale) and the
+run-to-run noise. Training a candidate run x_j adds an observation y_j = log L(x_j) + noise.
+Linearised (the joint distribution of the law's values at the target and at every candidate,
+taken Gaussian with the covariance of the posterior draws: an ensemble Kalman update), its
+expected effect on the law term is
 
     Var(g | y_A) = Var(g) - C_gA (C_AA + sigma^2 I)^-1 C_Ag,
 
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from datalaws.fit.api import FitResult, predictive_draws
-from datalaws.fit.trust import extrapolation_distance, k_samples, trained_range
+from datalaws.fit.trust import discrepancy_var, extrapolation_distance, trained_range
 
 __all__ = ["Design", "next_runs", "candidate_grid", "Z90"]
 
@@ -213,12 +214,10 @@ def next_runs(result: FitResult, budget: float, target_params: float, target_tok
     law = law[:: max(1, len(law) // max_draws)]
     cov = np.atleast_2d(np.cov(law, rowvar=False))
     s2 = _noise_var(result)
-    k2 = float(np.mean(k_samples(result, 4000, seed) ** 2))
 
     def var_of(law_var: float, picks: list[int]) -> float:
         extra = cand_frame.iloc[picks] if picks else None
-        d = float(extrapolation_distance(result, tgt_frame, extra)[0])
-        return max(law_var, 0.0) + k2 * d * d + s2
+        return max(law_var, 0.0) + float(discrepancy_var(result, tgt_frame, extra)[0]) + s2
 
     cost = cands.flops.to_numpy()
     tries = {rule: _greedy(cov, cost, budget, var_of, by_ratio=rule == "per FLOP",

@@ -60,6 +60,7 @@ class Plan:
     trust: dict = dataclasses.field(default_factory=dict)  # range, distance, backtest coverage
     warnings: list[str] = dataclasses.field(default_factory=list)
     metric: str = "loss"
+    mixture: dict | None = None  # best_mixture at the plan, when the law reads the mixture
 
     def to_dict(self) -> dict:
         return {"objective": self.objective, "metric": self.metric,
@@ -70,7 +71,7 @@ class Plan:
                                             else in_words(self.p_beats_runner_up)),
                 "why": self.why, "default": self.default,
                 "p_beats_default": self.p_beats_default, "trust": self.trust,
-                "warnings": self.warnings,
+                "warnings": self.warnings, "mixture": self.mixture,
                 "candidates": self.candidates.head(15).to_dict(orient="records")}
 
     def launch_snippet(self) -> str:

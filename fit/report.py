@@ -1,8 +1,14 @@
-"""The posterior report: one self-contained HTML file (PNG figures embedded) plus the PNGs.
+"""The posterior report: one self-contained HTML file (PNG figures embedded), each figure
+also saved as PNG and SVG beside it.
 
-Sections: data, law and priors, fitted curves with 50%/90% credible bands out past the data,
-residuals, trace and rank plots (ArviZ), diagnostics (failures marked), discrepancy backtest,
-and, when several laws share a table, a PSIS-LOO comparison.
+The page opens with the answer: a decision card per plan (``datalaws plan`` writes
+``plan.json`` into the fit folder; see fit/card.py). Then, per law, the fitted curves —
+medians and bands of the law evaluated on a grid once per posterior draw (with one discrepancy
+and noise draw per posterior draw, so the curves are smooth, not Monte Carlo noise) — and,
+collapsed, parameters and priors, diagnostics, residuals, the discrepancy backtest, held-out
+runs, the plan's candidates, trace and rank plots; the data and a PSIS-LOO comparison close.
+The layout never scrolls sideways (wide tables scroll inside their own box) and follows the
+reader's light or dark colour scheme; figures keep a white background in both.
 """
 
 from __future__ import annotations
@@ -22,115 +28,170 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from datalaws.fit.api import FitResult, _law_frame, load_fit, predictive_draws  # noqa: E402
+from datalaws.fit.card import decision_card, read_plan  # noqa: E402
+from datalaws.fit.trust import crn_log_loss  # noqa: E402
 
 __all__ = ["write_report"]
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f3f3f3}.fail{background:#fdd;color:#900;font-weight:bold}
-.pass{color:#070}img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f5f5f5}"""
+CSS = """:root{color-scheme:light dark;--fg:#1d1d1f;--bg:#fff;--muted:#666;--line:#d0d0d0;
+--head:#f3f3f3;--card:#f6f8fb;--accent:#1f5fbf;--bad:#b00020;--badbg:#fde7ea;--good:#137333}
+@media (prefers-color-scheme:dark){:root{--fg:#e8e8e8;--bg:#16181c;--muted:#a0a0a0;
+--line:#3a3d44;--head:#23262d;--card:#1e2229;--accent:#8ab4f8;--bad:#ff8a80;--badbg:#3b1f22;
+--good:#81c995}}
+*{box-sizing:border-box}html,body{max-width:100%;overflow-x:hidden}
+body{font:15px/1.45 system-ui,sans-serif;color:var(--fg);background:var(--bg);
+max-width:1100px;margin:0 auto;padding:1em 16px}
+h1{font-size:1.6em}h2{font-size:1.3em;margin-top:1.6em}h3{font-size:1.05em}
+p,dd,li{overflow-wrap:anywhere}code{overflow-wrap:anywhere;background:var(--head);
+padding:0 3px;border-radius:3px}
+.scroll{max-width:100%;overflow-x:auto;margin:.5em 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid var(--line);
+padding:3px 8px;text-align:right;white-space:nowrap}th{background:var(--head)}
+.fail{background:var(--badbg);color:var(--bad);font-weight:bold}.pass{color:var(--good)}
+figure{margin:.8em 0}figure img{display:block;max-width:100%;height:auto;background:#fff;
+border:1px solid var(--line);border-radius:4px}figcaption{font-size:12px;color:var(--muted)}
+figcaption a{color:var(--accent)}
+.card{background:var(--card);border:1px solid var(--line);border-left:5px solid var(--accent);
+border-radius:6px;padding:.4em 1.2em 1em;margin:1em 0}.card h2{margin-top:.6em}
+.card dl{display:grid;grid-template-columns:minmax(9em,16em) minmax(0,1fr);gap:.35em 1em;
+margin:0}.card dt{font-weight:600}.card dd{margin:0}.card ul{margin:0;padding-left:1.2em}
+.warn li{color:var(--bad)}.num{font-variant-numeric:tabular-nums}
+@media (max-width:700px){.card dl{grid-template-columns:minmax(0,1fr)}}
+details{border:1px solid var(--line);border-radius:6px;margin:.5em 0;padding:.3em .8em}
+summary{cursor:pointer;font-weight:600}"""
 
 
-def _png(fig, out_dir: Path, name: str) -> str:
+def _fig(fig, out_dir: Path, name: str, alt: str) -> str:
+    """Save ``fig`` as PNG and SVG beside the report; embed the PNG, link the SVG."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=110, facecolor="white")
     (out_dir / f"{name}.png").write_bytes(buf.getvalue())
-    return (f'<img alt="{name}" src="data:image/png;base64,'
-            f'{base64.b64encode(buf.getvalue()).decode()}">')
+    fig.savefig(out_dir / f"{name}.svg", format="svg", facecolor="white")
+    plt.close(fig)
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,'
+            f'{base64.b64encode(buf.getvalue()).decode()}"><figcaption>{html.escape(alt)} '
+            f'(<a href="{out_dir.name}/{name}.svg">SVG</a>)</figcaption></figure>')
+
+
+def _table(df: pd.DataFrame, **kw) -> str:
+    return f"<div class='scroll'>{df.to_html(**kw)}</div>"
+
+
+def _details(title: str, body: str, *, open_: bool = False) -> str:
+    return (f"<details{' open' if open_ else ''}><summary>{title}</summary>{body}</details>"
+            if body else "")
 
 
 def _curves(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
     cols = r.summary["columns"]
     ncol, dcol = cols.get("N"), cols.get("D")
-    if ncol is None or dcol is None or r.law.name not in ("chinchilla", "overtrain"):
+    if ncol is None or dcol is None or set(r.law.inputs) - {"N", "D"}:
         return ""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
     d_levels = np.quantile(df[dcol], [0.1, 0.5, 0.9])
-    n_lo, n_hi = df[ncol].min(), df[ncol].max()
-    grid = np.geomspace(n_lo / 2, n_hi * 8, 60)
+    grid = np.geomspace(df[ncol].min() / 2, df[ncol].max() * 8, 120)
     colors = plt.cm.viridis(np.linspace(0.1, 0.8, len(d_levels)))
     for dv, col in zip(d_levels, colors):
         pts = pd.DataFrame({ncol: grid, dcol: np.full_like(grid, dv)})
-        draws = predictive_draws(r, pts)["loss"]
-        q = np.quantile(draws, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
-        ax.fill_between(grid, q[0], q[4], color=col, alpha=0.15)
-        ax.fill_between(grid, q[1], q[3], color=col, alpha=0.3)
-        ax.plot(grid, q[2], color=col, label=f"D = {dv:.3g} tokens (median, 50%, 90%)")
-    sc = ax.scatter(df[ncol], df[r.summary["columns"]["loss"]], c=np.log10(df[dcol]), s=14,
-                    cmap="viridis", edgecolor="k", linewidth=0.3, label="observed runs")
+        # one law curve per posterior draw (one discrepancy and noise draw each): smooth bands
+        q = np.exp(np.quantile(crn_log_loss(r, pts)[0], [0.05, 0.25, 0.5, 0.75, 0.95], axis=0))
+        ax.fill_between(grid, q[0], q[4], color=col, alpha=0.15, lw=0)
+        ax.fill_between(grid, q[1], q[3], color=col, alpha=0.3, lw=0)
+        ax.plot(grid, q[2], color=col, label=f"D = {dv:.3g} tokens")
+    sc = ax.scatter(df[ncol], df[cols["loss"]], c=np.log10(df[dcol]), s=16, cmap="viridis",
+                    edgecolor="k", linewidth=0.3, label="observed runs", zorder=3)
     fig.colorbar(sc, ax=ax, label="log10 training tokens D")
-    ax.axvline(r.summary["discrepancy"]["x_max_fit"], color="gray", ls=":",
-               label="largest fitted N (extrapolation beyond)")
-    ax.set(xscale="log", xlabel="parameters N", ylabel="loss (nats/token)",
-           title=f"{r.law.name}: posterior predictive")
-    ax.legend(fontsize=8, loc="upper right")
-    return _png(fig, out_dir, f"{name}_curves")
+    ax.axvline(float(df[ncol].max()), color="gray", ls=":", label="largest fitted N")
+    ax.set(xscale="log", xlabel="parameters N", ylabel="loss (nats/token)")
+    ax.legend(fontsize=8, loc="upper right", title="median, 50% and 90% bands",
+              title_fontsize=8)
+    return _fig(fig, out_dir, f"{name}_curves",
+                f"{name}: posterior predictive loss against size at three token budgets")
 
 
 def _residuals(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
     cols = r.summary["columns"]
     df = _law_frame(df, r.law)  # the rows the law was fitted to (e.g. one per eval domain)
-    draws = predictive_draws(r, df)["loss_law"]
-    med = np.median(draws, axis=0)
+    med = np.median(predictive_draws(r, df)["loss_law"], axis=0)
     y = df[cols["loss"]].to_numpy()
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.scatter(df[cols[r.law.axis]], np.log(y) - np.log(med), s=10)
+    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+    ax.scatter(df[cols[r.law.axis]], np.log(y) - np.log(med), s=12)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel=f"{cols[r.law.axis]} (extrapolation axis)",
-           ylabel="log(observed / law median)", title="residuals")
-    return _png(fig, out_dir, f"{name}_residuals")
+    ax.set(xscale="log", xlabel=f"{cols[r.law.axis]}", ylabel="log(observed / law median)")
+    return _fig(fig, out_dir, f"{name}_residuals", f"{name}: residuals of the fitted runs")
 
 
 def _trace_rank(r: FitResult, out_dir: Path, name: str) -> str:
     names = [p.name for p in r.law.params]
-    axes = az.plot_trace(r.idata, var_names=names, compact=True)
-    axes[0, 0].figure.suptitle("trace", y=1.0)
-    trace = _png(axes[0, 0].figure, out_dir, f"{name}_trace")
-    axes = np.atleast_1d(az.plot_rank(r.idata, var_names=names))
-    axes.flat[0].figure.suptitle("rank plots (uniform = chains agree)", y=1.02)
-    return trace + _png(axes.flat[0].figure, out_dir, f"{name}_rank")
+    rows = len(names)
+    axes = az.plot_trace(r.idata, var_names=names, compact=True, figsize=(10, 1.7 * rows),
+                         backend_kwargs={"layout": "constrained"})
+    trace = _fig(axes.flat[0].figure, out_dir, f"{name}_trace", f"{name}: trace plots")
+    ncols = min(4, rows)
+    nrows = -(-rows // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.2 * nrows),
+                            layout="constrained", squeeze=False)
+    az.plot_rank(r.idata, var_names=names, ax=axs.flat[:rows])
+    for ax in axs.flat[rows:]:
+        ax.set_visible(False)
+    return trace + _fig(fig, out_dir, f"{name}_rank",
+                        f"{name}: rank plots (uniform when chains agree)")
 
 
 def _backtest(r: FitResult, out_dir: Path, name: str) -> str:
-    rows = r.summary["discrepancy"].get("backtest") or []
+    dsum = r.summary["discrepancy"]
+    rows = dsum.get("backtest") or []
+    src = html.escape(str(dsum.get("k_source", "")))
     if not rows:
-        return "<p>no backtest (discrepancy = none)</p>"
+        return f"<p>no backtest folds ({src or 'discrepancy = ' + dsum.get('mode', 'none')})</p>"
     bt = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
     mid = (bt.d_lo + bt.d_hi) / 2
-    for mode, m in (("none", "o--"), ("backtest", "s-")):
-        ax.plot(mid, bt[f"{mode}_cov90"], m, label=f"90% coverage, discrepancy={mode}")
-        ax.plot(mid, bt[f"{mode}_cov50"], m, alpha=0.5, label=f"50% coverage, {mode}")
-    ax.axhline(0.9, color="gray", ls=":")
-    ax.axhline(0.5, color="gray", ls=":")
-    ax.set(xlabel="extrapolation distance d = log(x / x_max_fit)", ylabel="coverage",
-           ylim=(0, 1.05), title=f"size-ordered backtest, k = {r.k:.3g}")
-    ax.legend(fontsize=7)
-    html_out = _png(fig, out_dir, f"{name}_backtest")
-    pts = pd.DataFrame(r.summary["discrepancy"].get("backtest_points") or [])
-    if len(pts):
-        # every held-back row of every fold against its fold's prediction: the 90% intervals
-        # (without and with the discrepancy) widen with distance; the points are observed runs
-        fig, ax = plt.subplots(figsize=(8, 4))
-        cuts = sorted(pts.cut.unique())
-        colors = plt.cm.plasma(np.linspace(0.1, 0.8, len(cuts)))
-        for cut, col in zip(cuts, colors):
-            f = pts[pts.cut == cut].sort_values("d")
-            rel = {c: 100 * (np.exp(f[c] - f["median"]) - 1) for c in
-                   ("log_y", "lo90_none", "hi90_none", "lo90_k", "hi90_k")}
-            ax.fill_between(f.d, rel["lo90_k"], rel["hi90_k"], color=col, alpha=0.12, step="mid")
-            ax.plot(f.d, rel["lo90_none"], color=col, lw=0.8, ls="--")
-            ax.plot(f.d, rel["hi90_none"], color=col, lw=0.8, ls="--")
-            ax.scatter(f.d, rel["log_y"], color=col, s=12, edgecolor="k", linewidth=0.3,
-                       label=f"fit <= {cut:.3g}: observed")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set(xlabel="distance beyond the fold's data d = log(x / cut)",
-               ylabel="observed vs fold median (%)",
-               title="backtest: 90% intervals, dashed k = 0, shaded with the discrepancy")
-        ax.legend(fontsize=7)
-        html_out += _png(fig, out_dir, f"{name}_backtest_points")
-    return html_out + bt.round(3).to_html(index=False)
+    for mode, marker, fill in (("none", "o", "none"), ("backtest", "s", None)):
+        for lv, color in ((90, "C0"), (50, "C1")):
+            ax.scatter(mid, bt[f"{mode}_cov{lv}"], marker=marker, s=28, color=color,
+                       facecolors=fill, label=f"{lv}% coverage, "
+                       f"{'k = 0' if mode == 'none' else 'with the discrepancy'}")
+    for lv in (0.9, 0.5):
+        ax.axhline(lv, color="gray", ls=":", lw=0.8)
+    ax.set(xlabel="extrapolation distance of the held-back rows", ylabel="coverage",
+           ylim=(-0.03, 1.05))
+    ax.legend(fontsize=7, loc="lower left", ncols=2)
+    out = _fig(fig, out_dir, f"{name}_backtest",
+               f"{name}: backtest coverage by distance, per fold and distance bin")
+    out += _backtest_points(dsum, out_dir, name)
+    k = f"k = {r.k:.3g}" if isinstance(r.k, float) else ""
+    return (f"<p>{html.escape(dsum.get('form', ''))} {k} {src}</p>" + out
+            + _table(bt.round(3), index=False))
+
+
+def _backtest_points(dsum: dict, out_dir: Path, name: str) -> str:
+    pts = pd.DataFrame(dsum.get("backtest_points") or [])
+    if pts.empty:
+        return ""
+    # every held-back row of every fold against its fold's prediction: the 90% intervals
+    # (without and with the discrepancy) widen with distance; the points are observed runs
+    key = "fold" if "fold" in pts else "cut"
+    fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
+    folds = sorted(pts[key].unique())
+    colors = plt.cm.plasma(np.linspace(0.1, 0.8, len(folds)))
+    for fold, col in zip(folds, colors):
+        f = pts[pts[key] == fold].sort_values("d")
+        rel = {c: 100 * (np.exp(f[c] - f["median"]) - 1) for c in
+               ("log_y", "lo90_none", "hi90_none", "lo90_k", "hi90_k")}
+        ax.vlines(f.d, rel["lo90_k"], rel["hi90_k"], color=col, alpha=0.35, lw=3)
+        ax.vlines(f.d, rel["lo90_none"], rel["hi90_none"], color=col, lw=1)
+        label = (f"fold {fold}: {f.direction.iloc[0]}" if "direction" in f else
+                 f"fit <= {fold:.3g}")
+        ax.scatter(f.d, rel["log_y"], color=col, s=14, edgecolor="k", linewidth=0.3,
+                   label=label, zorder=3)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(xlabel="distance of the held-back row beyond its fold's data",
+           ylabel="observed vs fold median (%)")
+    ax.legend(fontsize=7, ncols=2)
+    return _fig(fig, out_dir, f"{name}_backtest_points",
+                f"{name}: held-back runs against their folds' 90% intervals "
+                "(thin: k = 0, thick: with the discrepancy)")
 
 
 def _diagnostics(r: FitResult) -> str:
@@ -138,8 +199,8 @@ def _diagnostics(r: FitResult) -> str:
         f"<tr class='{'pass' if c['pass'] else 'fail'}'><td>{k}</td><td>{c['value']:.4g}</td>"
         f"<td>{html.escape(c['rule'])}</td><td>{'pass' if c['pass'] else 'FAIL'}</td></tr>"
         for k, c in r.summary["diagnostics"]["checks"].items())
-    return ("<table><tr><th>check</th><th>value</th><th>rule</th><th>verdict</th></tr>"
-            f"{rows}</table>")
+    return ("<div class='scroll'><table><tr><th>check</th><th>value</th><th>rule</th>"
+            f"<th>verdict</th></tr>{rows}</table></div>")
 
 
 def _params(r: FitResult) -> str:
@@ -153,44 +214,105 @@ def _params(r: FitResult) -> str:
     rows += "".join(f"<tr><td>{k} (derived)</td><td></td><td>{v['mean']:.4g}</td>"
                     f"<td>{v['q05']:.4g}</td><td>{v['q95']:.4g}</td><td colspan=4></td></tr>"
                     for k, v in s["derived"].items())
-    return ("<table><tr><th>param</th><th>prior</th><th>mean</th><th>q05</th><th>q95</th>"
-            "<th>R-hat</th><th>ESS bulk</th><th>ESS tail</th><th>meaning</th></tr>"
-            f"{rows}</table>")
+    return ("<div class='scroll'><table><tr><th>param</th><th>prior</th><th>mean</th>"
+            "<th>q05</th><th>q95</th><th>R-hat</th><th>ESS bulk</th><th>ESS tail</th>"
+            f"<th>meaning</th></tr>{rows}</table></div>")
 
 
 def _loo(results: Sequence[FitResult]) -> str:
-    by_hash = {}
+    by_hash: dict[str, list[FitResult]] = {}
     for r in results:
         by_hash.setdefault(r.summary["data_hash"], []).append(r)
     parts = []
     for group in by_hash.values():
         if len(group) < 2:
             continue
-        cmp = az.compare({r.law.name: r.idata for r in group}, var_name="log_loss")
-        parts.append(cmp.round(3).to_html())
+        try:
+            cmp = az.compare({r.law.name: r.idata for r in group}, var_name="log_loss")
+        except (KeyError, ValueError, TypeError) as e:  # e.g. no pointwise log likelihood
+            parts.append(f"<p>no PSIS-LOO for {', '.join(r.law.name for r in group)}: "
+                         f"{html.escape(str(e))}</p>")
+            continue
+        parts.append(_table(cmp.round(3)))
     return "".join(parts) or "<p>one law per table: no comparison</p>"
 
 
-def _plan(fit_dir: Path) -> str:
-    import json
-
-    f = Path(fit_dir) / "plan.json"
-    if not f.exists():
+def _plan_candidates(p: dict | None) -> str:
+    if p is None:
         return ""
-    p = json.loads(f.read_text())
-    rows = pd.DataFrame(p["candidates"]).drop(columns=["score"], errors="ignore").head(8)
-    c, d = p["chosen"], p["default"]
-    return (f"<h3>Compute plan ({p['budget_flops']:.3g} FLOPs, objective {p['objective']})</h3>"
-            f"<p>Plan: <b>{c.get('preset') or '-'}</b>, {c['params']:.3g} parameters, "
-            f"{c['tokens']:.3g} tokens. Default (point-fit compute-optimal): "
-            f"{d['params']:.3g} parameters, {d['tokens']:.3g} tokens. "
-            f"P(plan beats default) = {p['p_beats_default']:.2f}.</p>"
-            + rows.round(4).astype(object).where(rows.notna(), "-").to_html(index=False))
+    rows = pd.DataFrame(p["candidates"]).drop(columns=["score"], errors="ignore").head(10)
+    d = p["default"]
+    return (f"<p>Point-fit compute-optimal default: {d['params']:.3g} parameters, "
+            f"{d['tokens']:.3g} tokens; P(plan beats it) = {p['p_beats_default']:.2f}.</p>"
+            + _table(rows.round(4).astype(object).where(rows.notna(), "-"), index=False))
+
+
+def _law_warnings(r: FitResult) -> list[str]:
+    s, out = r.summary, []
+    if not s["diagnostics"]["ok"]:
+        out.append("sampler diagnostics FAILED: do not trust this fit ("
+                   + "; ".join(s["diagnostics"]["failures"]) + ")")
+    for name in ("gamma", "delta"):
+        p = s.get("params", {}).get(name)
+        if p and p["q05"] < 0 < p["q95"]:
+            out.append(f"quality effect {name}: 90% interval [{p['q05']:.3g}, {p['q95']:.3g}] "
+                       "spans zero; the data cannot tell its sign")
+    if s["discrepancy"].get("k_source", "").startswith("prior"):
+        out.append(f"discrepancy k: {s['discrepancy']['k_source']}")
+    return out
+
+
+def _law_section(d: Path, r: FitResult, table: pd.DataFrame | None, fig_dir: Path) -> str:
+    name, s = r.law.name, r.summary
+    warns = _law_warnings(r)
+    parts = [f"<h2>Law: {html.escape(name)}</h2><p><code>{html.escape(s['formula'])}</code> "
+             f"({html.escape(s['reference'])}); fitted on {s['n_rows']} runs; likelihood "
+             f"{s['likelihood']} on log loss; sampler diagnostics "
+             + ("<span class='pass'>pass</span>" if s["diagnostics"]["ok"] else
+                "<span class='fail'>FAILED</span>") + ".</p>"]
+    if warns:
+        parts.append("<ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warns)
+                     + "</ul>")
+    if table is not None:
+        curves = _curves(r, table, fig_dir, name)
+        if curves:
+            parts.append("<h3>Fitted curves</h3>" + curves)
+    parts.append(_details("Parameters and priors", _params(r)))
+    parts.append(_details("Diagnostics", _diagnostics(r), open_=not s["diagnostics"]["ok"]))
+    if table is not None:
+        parts.append(_details("Residuals", _residuals(r, table, fig_dir, name)))
+    parts.append(_details("Extrapolation: discrepancy backtest", _backtest(r, fig_dir, name)))
+    if "holdout" in s:
+        h = pd.DataFrame({k: {"n": v["n"], "median |err|": v["median_abs_err"],
+                              **{f"cov {c}": x for c, x in v["coverage"].items()}}
+                          for k, v in s["holdout"].items()}).T
+        parts.append(_details(f"Held-out runs ({html.escape(str(s['holdout_expr']))})",
+                              _table(h.round(3))))
+    p = read_plan(d)
+    if p is not None:
+        parts.append(_details(f"Compute plan candidates ({p['budget_flops']:.3g} FLOPs)",
+                              _plan_candidates(p)))
+    parts.append(_details("Trace and rank plots", _trace_rank(r, fig_dir, name)))
+    return "".join(parts)
+
+
+def _cards(fit_dirs: Sequence[str | Path], results: Sequence[FitResult]) -> str:
+    cards = []
+    for d, r in zip(fit_dirs, results):
+        p = read_plan(d)
+        if p is not None:
+            extra = [w for w in _law_warnings(r) if w not in " ".join(p.get("warnings") or [])
+                     and not w.startswith("sampler")]
+            cards.append(decision_card(p, r.law.name, extra_warnings=extra))
+    if not cards:
+        return ("<p>No compute plan yet: <code>datalaws plan FIT --budget FLOPS "
+                "--objective q90</code> writes one, and this page then opens with it.</p>")
+    return "".join(cards)
 
 
 def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
                  out: str | Path) -> Path:
-    """Write the HTML report (and its PNGs beside it); returns its path."""
+    """Write the HTML report (and its figures as PNG and SVG beside it); returns its path."""
     from datalaws.records import atomic_write_text
 
     out = Path(out)
@@ -198,37 +320,19 @@ def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
     fig_dir = out.parent / f"{out.stem}_figures"
     fig_dir.mkdir(exist_ok=True)
     results = [load_fit(d) for d in fit_dirs]
-    body = [f"<h1>datalaws report</h1><p>{len(results)} fitted law(s).</p>"]
-    if table is not None:
-        body.append(f"<h2>Data</h2><p>{len(table)} runs.</p>"
-                    + table.describe().T.round(4).to_html())
+    body = [f"<h1>datalaws report</h1><p>{len(results)} fitted law(s)"
+            + (f" on {len(table)} runs" if table is not None else "") + ".</p>",
+            _cards(fit_dirs, results)]
     for d, r in zip(fit_dirs, results):
-        name = r.law.name
-        s = r.summary
-        ok = s["diagnostics"]["ok"]
-        body.append(f"<h2>Law: {name}</h2><p><code>{html.escape(s['formula'])}</code> — "
-                    f"{html.escape(s['reference'])}; fitted on {s['n_rows']} runs; likelihood "
-                    f"{s['likelihood']} on log loss.</p>")
-        body.append("<h3>Diagnostics</h3>" + _diagnostics(r) + (
-            "" if ok else "<p class='fail'>Sampler diagnostics FAILED: do not trust this fit."
-                          "</p>"))
-        body.append("<h3>Parameters and priors</h3>" + _params(r))
-        if table is not None:
-            body.append("<h3>Fitted curves</h3>" + _curves(r, table, fig_dir, name))
-            body.append("<h3>Residuals</h3>" + _residuals(r, table, fig_dir, name))
-        body.append("<h3>Extrapolation: discrepancy backtest</h3>"
-                    f"<p>{html.escape(s['discrepancy']['form'])}</p>"
-                    + _backtest(r, fig_dir, name))
-        if "holdout" in s:
-            h = pd.DataFrame({k: {"n": v["n"], "median |err|": v["median_abs_err"],
-                                  **{f"cov {c}": x for c, x in v["coverage"].items()}}
-                              for k, v in s["holdout"].items()}).T
-            body.append(f"<h3>Held-out runs ({html.escape(s['holdout_expr'])})</h3>"
-                        + h.round(3).to_html())
-        body.append(_plan(d))
-        body.append("<h3>Trace and rank plots</h3>" + _trace_rank(r, fig_dir, name))
+        body.append(_law_section(Path(d), r, table, fig_dir))
     body.append("<h2>Law comparison (PSIS-LOO)</h2>" + _loo(results))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>datalaws report</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    if table is not None:
+        body.append("<h2>Data</h2>" + _details(
+            f"{len(table)} runs: summary of every column",
+            _table(table.describe().T.round(4))))
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>datalaws report</title><style>{CSS}</style></head>"
+            f"<body>{''.join(body)}</body></html>")
     atomic_write_text(out, page)
     return out

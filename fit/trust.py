@@ -17,7 +17,8 @@ from datalaws.fit import discrepancy as disc
 from datalaws.fit.api import FitResult, _law_frame, predictive_draws
 from datalaws.fit.table import law_data
 
-__all__ = ["raw_inputs", "extrapolation_distance", "trained_range", "k_samples",
+__all__ = ["raw_inputs", "extrapolation_distance", "discrepancy_var", "trained_range",
+           "k_samples",
            "crn_log_loss", "backtest_coverage_at", "in_words"]
 
 
@@ -44,22 +45,52 @@ def _axes(result: FitResult) -> list:
     return list(result.law.axes)
 
 
-def extrapolation_distance(result: FitResult, points: pd.DataFrame,
-                           extra: pd.DataFrame | None = None) -> np.ndarray:
-    """Distance [n] of ``points`` from the fitted runs, the one the discrepancy term widens
-    with; with ``extra``, as if those runs had been fitted too (what ``next`` asks)."""
+def _offsets(result: FitResult, points: pd.DataFrame,
+             extra: pd.DataFrame | None = None) -> np.ndarray:
+    """Distance [n, G] of ``points`` beyond the fitted runs per axis group (the columns the
+    discrepancy's k vector scales); with ``extra``, as if those runs had been fitted too."""
     law, dsum = result.law, result.summary["discrepancy"]
     inputs = raw_inputs(result, points)
     hull = _hull(result)
-    if hull is not None:  # distance from the hull of the fitted runs in the law's axes
+    if hull is not None:  # the hull of the fitted runs in the fit's axes
         axes = _axes(result)
         if extra is not None and len(extra):
             hull = np.vstack([hull, disc.axis_coords(axes, raw_inputs(result, extra))])
-        return disc.hull_distance(disc.axis_coords(axes, inputs), hull)
-    x_max = float(dsum["x_max_fit"])  # one axis: log distance beyond the largest fitted run
+        coords = disc.axis_coords(axes, inputs)
+        if hasattr(disc, "hull_offsets"):
+            return disc.hull_offsets(coords, hull, disc.axis_groups(axes))
+        return disc.hull_distance(coords, hull)[:, None]
+    x_max = float(dsum["x_max_fit"])  # older fits: log distance beyond the largest run
     if extra is not None and len(extra):
         x_max = max(x_max, float(np.max(raw_inputs(result, extra)[law.axis])))
-    return np.maximum(0.0, np.log(np.asarray(inputs[law.axis], np.float64) / x_max))
+    return np.maximum(0.0, np.log(np.asarray(inputs[law.axis], np.float64) / x_max))[:, None]
+
+
+def extrapolation_distance(result: FitResult, points: pd.DataFrame,
+                           extra: pd.DataFrame | None = None) -> np.ndarray:
+    """Distance [n] of ``points`` from the fitted runs (log units; 0 inside them), the one
+    the discrepancy term widens with; with ``extra``, as if those runs had been fitted too."""
+    return np.linalg.norm(_offsets(result, points, extra), axis=1)
+
+
+def discrepancy_var(result: FitResult, points: pd.DataFrame,
+                    extra: pd.DataFrame | None = None, *, draws: int = 2000) -> np.ndarray:
+    """Expected discrepancy variance [n] of log loss, E_k[sum_g (k_g d_g)^2]."""
+    d = _offsets(result, points, extra)
+    k = k_samples(result, draws)
+    if k.shape[1] != d.shape[1]:  # one k for every group: the Euclidean distance
+        return np.mean(k[:, 0] ** 2) * np.sum(d ** 2, axis=1)
+    return (np.mean(k ** 2, axis=0)[None, :] * d ** 2).sum(axis=1)
+
+
+def _discrepancy_sd(result: FitResult, points: pd.DataFrame, draws: int, seed: int
+                    ) -> np.ndarray:
+    """sd [draws, n] of the discrepancy per posterior draw (one k vector per draw)."""
+    d = _offsets(result, points)
+    k = k_samples(result, draws, seed)
+    if k.shape[1] != d.shape[1]:  # one k for every group: the Euclidean distance
+        k, d = k[:, :1], np.linalg.norm(d, axis=1, keepdims=True)
+    return np.sqrt((k ** 2) @ (d ** 2).T)
 
 
 def trained_range(result: FitResult, role: str = "N") -> tuple[float, float]:
@@ -83,11 +114,13 @@ def trained_range(result: FitResult, role: str = "N") -> tuple[float, float]:
 
 
 def k_samples(result: FitResult, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` draws of the discrepancy scale k (its posterior where the fit has one)."""
+    """``n`` draws [n, G] of the discrepancy scale (its posterior where the fit has one)."""
     dsum = result.summary["discrepancy"]
-    if dsum.get("k_weights"):  # k's grid posterior (disc.K_GRID)
-        return disc.k_draws(np.asarray(dsum["k_weights"], np.float64), n, seed=seed)
-    return np.full(n, float(dsum.get("k", 0.0)))
+    if dsum.get("k_draws"):
+        ks = np.asarray(dsum["k_draws"], np.float64)
+        ks = ks[:, None] if ks.ndim == 1 else ks
+        return ks[np.random.default_rng(seed).integers(0, len(ks), n)]
+    return np.full((n, 1), float(dsum.get("k", 0.0)))
 
 
 def crn_log_loss(result: FitResult, points: pd.DataFrame, *, seed: int = 0,
@@ -97,8 +130,7 @@ def crn_log_loss(result: FitResult, points: pd.DataFrame, *, seed: int = 0,
     log_law = np.log(predictive_draws(result, points, seed=seed)["loss_law"])
     S = log_law.shape[0]
     rng = np.random.default_rng(seed)
-    d = extrapolation_distance(result, points)
-    out = log_law + (k_samples(result, S, seed) * rng.standard_normal(S))[:, None] * d[None, :]
+    out = log_law + rng.standard_normal(S)[:, None] * _discrepancy_sd(result, points, S, seed)
     samples = result.samples()
     if noise and "sigma" in samples:
         sigma = np.resize(np.asarray(samples["sigma"], np.float64).reshape(-1), S)
