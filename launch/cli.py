@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["register_cli"]
 
@@ -98,6 +99,35 @@ def _cmd_status(a):
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if a.curves:
+        _show_curves(spec, {r["run_id"]: r["state"] for r in rows}, a.curves)
+    return 0
+
+
+def _show_curves(spec: dict, states: dict, where: str) -> None:
+    from datalaws.launch.curves import plot_curves, print_curves, sweep_curves
+    from datalaws.launch.sweep import expand
+
+    curves = sweep_curves(expand(spec), states)
+    if where == "-":
+        print()
+        print_curves(curves)
+    else:
+        print(f"validation curves of {curves.run_id.nunique() if len(curves) else 0} runs -> "
+              f"{plot_curves(curves, where)}")
+
+
+def _cmd_tensorboard(a):
+    from pathlib import Path
+
+    from datalaws.launch.curves import tensorboard_command
+    from datalaws.launch.sweep import expand, load_spec
+
+    spec = load_spec(a.spec)
+    runs = expand(spec)
+    logged = sum(any(r.out.glob("events.out.tfevents.*")) for r in runs if r.out.is_dir())
+    print(f"{logged} of {len(runs)} runs have TensorBoard event files so far", file=sys.stderr)
+    print(tensorboard_command(Path(spec["out"])))
     return 0
 
 
@@ -117,4 +147,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_cmd_run)
     st = sub.add_parser("status", help="every run of a sweep at a glance")
     st.add_argument("spec")
+    st.add_argument("--curves", nargs="?", const="-", metavar="PNG",
+                    help="also the validation curves of every run so far (text, or a PNG)")
     st.set_defaults(func=_cmd_status)
+    tb = sub.add_parser("tensorboard", help="print the command that opens TensorBoard over "
+                        "a sweep's runs")
+    tb.add_argument("spec")
+    tb.set_defaults(func=_cmd_tensorboard)
