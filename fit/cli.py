@@ -24,16 +24,17 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS
     from datalaws.fit.api import fit, save_fit
     from datalaws.fit.infer import FitConfig
-    from datalaws.fit.table import read_table, validate_table
+    from datalaws.fit.table import filter_rows, read_table, validate_table
 
     out_dir = _check_fit_out(a.out, a.force)  # before reading or sampling anything
-    df = validate_table(read_table(a.data), source=str(a.data))
+    df = filter_rows(validate_table(read_table(a.data), source=str(a.data)), a.where)
     priors = _priors(a.prior)
     result = fit(df, a.law, config=FitConfig(chains=a.chains, warmup=a.warmup, draws=a.draws,
                                              seed=a.seed, likelihood=a.likelihood),
                  columns=_pairs(a.columns, "--columns"), priors=priors, holdout=a.holdout,
                  discrepancy=a.discrepancy, accuracy=a.accuracy,
-                 floors={k: float(v) for k, v in _pairs(a.floors, "--floors").items()})
+                 floors=_floors(a.floors),
+                 method=a.method)
     out = save_fit(result, out_dir)
     _print_summary(result.summary)
     print(f"wrote {out}/posterior.nc, summary.json, point_fit.json")
@@ -86,13 +87,25 @@ def _priors(items: list[str] | None) -> dict[str, str]:
 def _print_summary(s: dict) -> None:
     print(f"{s['law']}: {s['formula']}  ({s['n_rows']} runs)")
     print(f"{'param':>10} {'mean':>10} {'q05':>10} {'q95':>10} {'r_hat':>6} {'ess_bulk':>8}")
+    nan = float("nan")  # a point fit (--method point) has no sampler statistics
+    hidden = [n for n in s["params"] if s["law"].startswith("mixing") and n.startswith("z")]
     for name, p in s["params"].items():
-        print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g} "
-              f"{p['r_hat']:6.3f} {p['ess_bulk']:8.0f}")
+        if name not in hidden:
+            print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g} "
+                  f"{p.get('r_hat', nan):6.3f} {p.get('ess_bulk', nan):8.0f}")
+    if hidden:  # mixing laws: hundreds of standardised effects; the file has them all
+        print(f"{'':>10} ({len(hidden)} standardised mixture effects z_* in summary.json)")
     for name, p in s["derived"].items():
         print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g}   (derived)")
     d = s["discrepancy"]
-    print(f"discrepancy: {d['mode']}, k = {d['k']:.4g} along {d['axis_column']}")
+    axes = ", ".join(a["name"] for a in d.get("axes", [])) or d["axis_column"]
+    print(f"discrepancy: {d['mode']}, k = {d['k']:.4g} (distance along {axes}; "
+          f"k from {d.get('k_source', d['mode'])})")
+    for g, v in (d.get("k_axes") or {}).items():
+        print(f"  k[{g}] = {v['q50']:.4g} [{v['q05']:.4g}, {v['q95']:.4g}]")
+    bad = [i for i, f in enumerate(d.get("folds") or []) if not f.get("ok", True)]
+    if bad:
+        print(f"  backtest folds {bad} did not converge: k may be off")
     if s.get("accuracy") and "pearson" in s["accuracy"]:
         r = s["accuracy"]["pearson"]
         print(f"pearson(predicted, observed accuracy) = {r['q50']:.3f} "
@@ -123,6 +136,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _floors(text: str | None) -> dict[str, float]:
+    out = {}
+    for k, v in _pairs(text, "--floors").items():
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ValueError(f"--floors {k}={v!r}: chance accuracy must be a number in [0, 1)"
+                             ) from None
+    return out
+
+
 def _quantiles(text: str) -> list[float]:
     try:
         qs = [float(q) for q in text.split(",")]
@@ -135,21 +159,30 @@ def _quantiles(text: str) -> list[float]:
 
 
 def _cmd_laws(a: argparse.Namespace) -> int:
+    from datalaws.fit.accuracy import DEFAULT_FLOOR
     from datalaws.fit.api import prior_str
+    from datalaws.fit.discrepancy import DEFAULT_K_SCALE
     from datalaws.fit.laws import DISCREPANCY_FORM, LAWS, NOISE_PRIORS
 
     for law in LAWS.values():
         print(f"{law.name}: {law.formula}")
         print(f"  source: {law.reference}")
         print(f"  inputs: {', '.join(f'{r}<-{c}' for r, c in law.inputs.items())}; "
-              f"extrapolates along {law.axis}")
+              f"extrapolates along {', '.join(a.name for a in law.axes) or law.axis}")
         for p in law.params:
             print(f"  {p.name:>8} ~ {prior_str(p.prior):28s} {p.meaning}")
         print()
-    print("noise on log loss (every law): Student-t(nu, log L, sigma) or Normal(log L, sigma)")
+    print("noise on log loss (every law): Student-t(nu, log L, sigma) with nu > 2, or "
+          "Normal(log L, sigma); --prior sigma=... and --prior nu=... (the prior of nu - 2)")
     for k, v in NOISE_PRIORS.items():
-        print(f"  {k:>8} ~ {prior_str(v)}")
-    print(f"discrepancy: {DISCREPANCY_FORM}")
+        print(f"  {k:>8} ~ {'2 + ' if k == 'nu' else ''}{prior_str(v)}")
+    print(f"discrepancy: {DISCREPANCY_FORM}; default prior on each axis' k: "
+          f"HalfNormal({DEFAULT_K_SCALE}) (twice as wide below 10 runs)")
+    print("accuracy (--accuracy): per task acc = floor + (1 - floor - delta) * "
+          "sigmoid(-s (L - L0)) + N(0, sigma), fitted after the loss law on its posterior "
+          "draws (sigmoid, the default) or with it (joint); exponential: err = (1 - floor) - "
+          "k exp(-gamma L), joint. Floors: --floors task=v, else a chance.<task> column, "
+          f"else {DEFAULT_FLOOR} with a warning")
     print("inputs are divided by their geometric mean in the data (N0, D0, ...): a = A/N0^alpha")
     return 0
 
@@ -164,10 +197,21 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     if len(hashes) > 1:
         raise ValueError("PSIS-LOO compares laws fitted to the same table; these fits saw "
                          f"{len(hashes)} different tables")
+    import pandas as pd
+
+    from datalaws.fit.backtest import backtest_ranking
+
     names = [f"{f.law.name}:{d}" for f, d in zip(fits, a.fit_dirs)]
-    table = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
-    print(table[["rank", "elpd_loo", "p_loo", "elpd_diff", "se", "dse", "weight",
-                 "warning"]].to_string(float_format=lambda v: f"{v:.2f}"))
+    loo = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
+    bt = pd.DataFrame(backtest_ranking({n: f.summary for n, f in zip(names, fits)}))
+    table = bt.set_index("fit").join(loo[["elpd_loo", "p_loo", "elpd_diff", "se", "weight",
+                                          "warning"]].rename(columns={"weight": "loo_weight"}))
+    table["loo_rank"] = loo["rank"]
+    by_backtest = a.rank_by == "backtest" and bt["backtest_log_score"].notna().any()
+    table = table if by_backtest else table.sort_values("elpd_loo", ascending=False)
+    print("ranked by " + ("out-of-range backtest log score (mean per held-back row, on the "
+                          "folds every fit shares)" if by_backtest else "PSIS-LOO"))
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
@@ -198,6 +242,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     from datalaws.records import atomic_write_text
 
     table = read_table(a.data)
+    quantiles = _quantiles(a.quantiles)  # before sampling: a bad option costs nothing
     f = fit_nested(table, chains=a.chains, warmup=a.warmup, draws=a.draws, seed=a.seed,
                    progress=True)
     idata = az.from_numpyro(f.mcmc)
@@ -218,17 +263,11 @@ def _cmd_nested(a: argparse.Namespace) -> int:
         p = summary["params"][n]
         print(f"{n:6s} {p['mean']:.4f} [{p['q05']:.4f}, {p['q95']:.4f}]")
     if a.at:
-        points = read_table(a.at)
-        rows = []
-        for _, row in points.iterrows():
-            r = [float(row[f"mix.{d}"]) for d in f.domains]
-            q = np.quantile(f.predict(r, float(row["params"]), float(row["step"])),
-                            [0.05, 0.5, 0.95])
-            rows.append(dict(row) | {"loss_q05": q[0], "loss_q50": q[1], "loss_q95": q[2]})
-            print(f"{dict(row)}: loss {q[1]:.4f} [{q[0]:.4f}, {q[2]:.4f}]")
-        import pandas as pd
-
-        atomic_write_text(out / "predictions.csv", pd.DataFrame(rows).to_csv(index=False))
+        pred = f.predict_table(read_table(a.at), quantiles=quantiles)
+        for row in pred.to_dict(orient="records"):  # plain Python numbers, not np.float64
+            print(", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in row.items()))
+        atomic_write_text(out / "predictions.csv", pred.to_csv(index=False))
     print(f"wrote {out}/posterior.nc, summary.json" + (", predictions.csv" if a.at else ""))
     if not diag.ok:
         for msg in diag.failures():
@@ -313,6 +352,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser("nested", help="step x size x mixture as one hierarchical model")
     n.add_argument("data", help="loss curves: mix.<domain>, params, step, loss per row")
     n.add_argument("--at", help="points to predict: mix.<domain>, params, step columns")
+    n.add_argument("--quantiles", default="0.05,0.5,0.95",
+                   help="predictive quantiles to write, e.g. 0.05,0.25,0.5,0.75,0.95")
     n.add_argument("--out", required=True, help="output folder")
     n.add_argument("--chains", type=int, default=4)
     n.add_argument("--warmup", type=int, default=500)
@@ -353,8 +394,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--columns", help="role=column overrides, e.g. N=N,D=D,loss=loss")
     f.add_argument("--prior", action="append", help="override a prior: alpha='LogNormal(-1,0.3)'")
     f.add_argument("--holdout", help="pandas expression of rows to hold out, e.g. 'params>=2e9'")
+    f.add_argument("--where", help="pandas expression of the rows to use at all, e.g. "
+                   "'loss < 6 and name_consistent'")
     f.add_argument("--discrepancy", default="backtest", choices=["backtest", "none"])
-    f.add_argument("--accuracy", choices=["sigmoid", "exponential"],
+    f.add_argument("--accuracy", nargs="?", const="sigmoid",
+                   choices=["sigmoid", "joint", "exponential"],
                    help="also fit acc.<task> columns jointly through this link")
     f.add_argument("--floors", help="chance accuracy per task, e.g. copa=0.5,arc=0.25")
     f.add_argument("--chains", type=int, default=4)
@@ -362,6 +406,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--draws", type=int, default=1000)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--likelihood", default="studentt", choices=["studentt", "normal"])
+    f.add_argument("--method", default="nuts", choices=["nuts", "point"],
+                   help="nuts: the posterior; point: the papers' Huber least-squares fit alone "
+                        "(the baseline; intervals from its residual spread only)")
     f.add_argument("--allow-bad", action="store_true", help="exit 0 even if diagnostics fail")
     f.add_argument("--force", action="store_true", help="overwrite an existing fit in --out")
     f.set_defaults(func=_cmd_fit)
@@ -374,7 +421,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
     p.set_defaults(func=_cmd_predict)
 
-    c = sub.add_parser("compare", help="PSIS-LOO comparison of laws fitted to one table")
+    c = sub.add_parser("compare", help="rank laws fitted to one table by out-of-range "
+                       "backtest score, PSIS-LOO beside it")
+    c.add_argument("--rank-by", choices=["backtest", "loo"], default="backtest")
     c.add_argument("fit_dirs", nargs="+")
     c.set_defaults(func=_cmd_compare)
 

@@ -40,8 +40,15 @@ def _cmd_run(a):
     runs = expand(spec)
     executor = a.executor or spec.get("executor", "local")
     if executor == "slurm":
+        import dataclasses
+
         from datalaws.launch.slurm import SlurmProfile, submit
 
+        known = {f.name for f in dataclasses.fields(SlurmProfile)}
+        unknown = sorted(set(spec.get("slurm", {})) - known)
+        if unknown:
+            raise ValueError(f"{a.spec}: [slurm] has unknown key(s) {unknown}; known: "
+                             f"{sorted(known)}")
         profile = SlurmProfile(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in spec.get("slurm", {}).items()})
         job = submit(runs, profile, Path(spec["out"]), retry_failed=a.retry_failed,
