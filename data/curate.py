@@ -17,7 +17,6 @@ any other domain.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from datalaws.data.store import (
     open_domain,
     prepare_domain,
 )
+from datalaws.io import dumps_json
 from datalaws.records import atomic_write_text
 
 __all__ = ["make_pools", "select_like", "synthesize", "read_docs"]
@@ -84,7 +84,7 @@ def _write_subset(store: Path, src: str, out: str, pick: np.ndarray, provenance:
             new["syntheticity_teacher"] = meta.get("syntheticity_teacher")
             new["syntheticity_docs"] = int(ok.sum())
     new["complete"] = True
-    atomic_write_text(ddir / "meta.json", json.dumps(new, indent=1))
+    atomic_write_text(ddir / "meta.json", dumps_json(new, indent=1))
     return new
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
-from datalaws.io import building_dir
+from datalaws.io import building_dir, dumps_json
 from datalaws.records import atomic_write_text
 
 __all__ = ["EOD", "embedded_corpus", "domain_diversity", "read_documents", "train_tokenizer",
@@ -258,7 +258,7 @@ def _write_domain(ddir, domain, unique, tokens, lengths, div, doc_bytes, held, n
             "diversity": domain_diversity(unique),
             "validation": _split_info(tokens, lengths, int(held.sum())),
             **(provenance or {}), "complete": True}
-    atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
+    atomic_write_text(ddir / "meta.json", dumps_json(meta, indent=1))
     return meta
 
 
@@ -308,7 +308,7 @@ def add_syntheticity(store: str | Path, domain: str, nll_fn: Callable, *, teache
     _write_array(ddir / "syntheticity.zarr", per_doc)
     meta = meta | {"syntheticity": float(np.exp(-nll[ok].sum() / count[ok].sum())),
                    "syntheticity_teacher": teacher, "syntheticity_docs": int(ok.sum())}
-    atomic_write_text(ddir / "meta.json", json.dumps(meta, indent=1))
+    atomic_write_text(ddir / "meta.json", dumps_json(meta, indent=1))
     return meta["syntheticity"]
 
 

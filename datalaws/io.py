@@ -30,7 +30,7 @@ from typing import Any
 
 __all__ = ["OutputError", "atomic_write_text", "atomic_write_bytes", "building_dir",
            "dumps_json", "read_jsonl", "check_output_file", "check_output_dir", "file_mode",
-           "dir_mode", "NONFINITE_KEY", "TABLE_SUFFIXES", "write_table"]
+           "dir_mode", "NONFINITE_KEY", "TABLE_SUFFIXES", "write_table", "loads_json"]
 
 NONFINITE_KEY = "_nonfinite"
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -137,6 +137,26 @@ def dumps_json(obj: Any, **kwargs: Any) -> str:
                              f"{type(obj).__name__}; they cannot be flagged")
         clean[NONFINITE_KEY] = found
     return json.dumps(clean, allow_nan=False, **kwargs)
+
+
+def loads_json(text: str) -> Any:
+    """Inverse of ``dumps_json``: the flagged nulls become NaN/inf again, the flag goes."""
+    obj = json.loads(text)
+    if not isinstance(obj, dict) or not isinstance(obj.get(NONFINITE_KEY), dict):
+        return obj
+    for path, kind in obj.pop(NONFINITE_KEY).items():
+        *parents, last = path.strip("/").split("/")
+        node = obj
+        try:
+            for k in parents:
+                node = node[int(k)] if isinstance(node, list) else node[k]
+            if isinstance(node, list):
+                node[int(last)] = float(kind)
+            else:
+                node[last] = float(kind)
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue  # a hand-edited file: leave that null alone
+    return obj
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -149,13 +149,15 @@ def write_record(record: RunRecord, directory: str | os.PathLike) -> Path:
 
 def load_record(path: str | os.PathLike) -> RunRecord:
     """Read one record; raise ``RecordError`` naming the file on any problem."""
+    from datalaws.io import loads_json
+
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise RecordError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        d = json.loads(text)
+        d = loads_json(text)  # NaN written as null + flag (datalaws.io) comes back as NaN
     except json.JSONDecodeError as e:
         raise RecordError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, "
                           f"col {e.colno}; truncated or half-written?)") from None

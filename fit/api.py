@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 from datalaws.fit import discrepancy as disc
+from datalaws.fit.accuracy import MODES, fit_link, resolve_floors
+from datalaws.fit.backtest import hull_summary, learn_k
+from datalaws.fit.discrepancy import DEFAULT_K_SCALE
 from datalaws.fit.infer import (
     AccuracyLink,
     Diagnostics,
@@ -28,7 +32,7 @@ from datalaws.fit.infer import (
     posterior_predictive,
     run_nuts,
 )
-from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Law, get_law, parse_prior
+from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Axis, Law, get_law, parse_prior
 from datalaws.fit.table import LawData, TableError, law_data, split_holdout, table_hash
 
 __all__ = ["FitResult", "fit", "save_fit", "load_fit", "predict", "prior_str",
@@ -79,8 +83,8 @@ def _scales(data: LawData, law: Law) -> dict[str, float]:
 
 def _build_law(name: str, priors: Mapping[str, str] | None,
                domains: Sequence[str] | None = None, pools: Sequence[str] | None = None,
-               evals: Sequence[str] | None = None) -> Law:
-    law = get_law(name, domains=domains, pools=pools, evals=evals)
+               evals: Sequence[str] | None = None, sizes: Sequence[str] | None = None) -> Law:
+    law = get_law(name, domains=domains, pools=pools, evals=evals, sizes=sizes)
     return law.with_priors({k: parse_prior(v) for k, v in (priors or {}).items()})
 
 
@@ -139,100 +143,186 @@ def _law_frame(df: pd.DataFrame, law: Law) -> pd.DataFrame:
     return df
 
 
+def _check_runs(n: int, law: Law) -> None:
+    """At least 5 runs; 5-9 (or fewer than twice the parameters) fit with a warning."""
+    n_min = max(10, 2 * len(law.params) + 2)
+    if n < 5:
+        raise TableError(f"law {law.name!r} needs at least 5 runs to fit (got {n})")
+    if n < n_min:
+        warnings.warn(f"law {law.name!r} has {len(law.params)} parameters and only {n} runs: "
+                      "the fit leans on its priors, and no backtest is possible, so the "
+                      f"discrepancy uses a default prior twice as wide", stacklevel=3)
+
+
+def _split_priors(priors: Mapping[str, str] | None) -> tuple[dict, dict]:
+    """Law-parameter priors and noise priors (``sigma``, ``nu``; nu's is that of nu - 2)."""
+    law_p, noise = {}, {}
+    for k, v in (priors or {}).items():
+        (noise if k in NOISE_PRIORS else law_p)[k] = v
+    return law_p, {k: parse_prior(v) for k, v in noise.items()}
+
+
+def _accuracy_setup(df, train_df, data, accuracy, floors):
+    """(link, observed accuracy [n, tasks], mode) for ``--accuracy``, or Nones."""
+    tasks = _tasks(df, accuracy)
+    if not tasks:
+        return None, None, None, {}
+    if accuracy not in MODES:
+        raise ValueError(f"accuracy={accuracy!r}; use {'|'.join(MODES)}")
+    form, mode = MODES[accuracy]
+    fl, source = resolve_floors(train_df, tasks, floors)
+    link = AccuracyLink(tasks=tuple(tasks), floors=tuple(fl), form=form,
+                        ref_loss=float(np.median(data.y)))
+    return link, np.stack([data.acc[t] for t in tasks], axis=1), mode, source
+
+
 def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
         columns: Mapping[str, str] | None = None, priors: Mapping[str, str] | None = None,
         holdout: str | None = None, discrepancy: str = "backtest",
-        accuracy: str | None = None, floors: Mapping[str, float] | None = None) -> FitResult:
+        accuracy: str | None = None, floors: Mapping[str, float] | None = None,
+        method: str = "nuts") -> FitResult:
     """Fit ``law_name`` to the rows of ``df`` (minus ``holdout``) and check the result.
 
     Args:
       columns: role -> column overrides, e.g. ``{"N": "N", "D": "D"}`` for published tables.
-      priors: parameter -> prior text, e.g. ``{"alpha": "LogNormal(-1, 0.3)"}``.
+      priors: parameter -> prior text, e.g. ``{"alpha": "LogNormal(-1, 0.3)"}``; ``sigma``
+        and ``nu`` (the prior of nu - 2) too.
       holdout: pandas expression selecting rows to hold out and predict.
-      discrepancy: ``"backtest"`` (learn k by size-ordered backtesting) or ``"none"``.
-      accuracy: ``"sigmoid"`` or ``"exponential"`` to fit acc.<task> columns jointly.
-      floors: chance accuracy per task (default 0.25 where not given).
+      discrepancy: ``"backtest"`` (k from rolling-origin backtests) or ``"none"`` (k = 0).
+      accuracy: ``"sigmoid"`` (a second stage on the loss posterior), ``"joint"`` (sigmoid
+        links fitted with the loss) or ``"exponential"`` (joint); fits acc.<task> columns.
+      floors: chance accuracy per task (see ``datalaws.fit.accuracy``).
+      method: ``"nuts"`` (the posterior) or ``"point"`` (the Huber least-squares baseline
+        alone, as the papers fit: intervals from the residual spread only).
     """
+    if method not in ("nuts", "point"):
+        raise ValueError(f"method={method!r}; use nuts|point")
     if discrepancy not in ("backtest", "none"):
         raise ValueError(f"discrepancy={discrepancy!r}; use backtest|none")
     t_start = time.perf_counter()
-    domains = sorted(c[4:] for c in df.columns if c.startswith("mix."))
-    if law_name.startswith("mixing") and not domains:
-        raise TableError(f"the {law_name} law needs mix.<domain> columns (training "
-                         "proportions)")
-    if law_name == "filtering":
-        df = _pool_weights(df)
-    if law_name == "mixing_domains":
-        df = _eval_rows(df)
-    pools = sorted(c[5:] for c in df.columns if c.startswith("pool."))
-    evals = sorted(c[5:] for c in df.columns if c.startswith("eval."))
-    law = _build_law(law_name, priors, domains, pools, evals)
+    law_priors, noise = _split_priors(priors)
+    df, law = _prepare(df, law_name, law_priors, columns=columns, holdout=holdout)
     train_df, held_df = split_holdout(df, holdout)
-    tasks = _tasks(df, accuracy)
-    data = law_data(train_df, law.inputs, columns=columns, tasks=tasks,
+    data = law_data(train_df, law.inputs, columns=columns, tasks=_tasks(df, accuracy),
                     nonneg=law.unscaled)
-    n_min = 2 * len(law.params) + 2
-    if len(train_df) < n_min:
-        raise TableError(f"law {law.name!r} has {len(law.params)} parameters; fit it on at "
-                         f"least {n_min} runs (got {len(train_df)})")
+    _check_runs(len(train_df), law)
+    if law.name.startswith("mixing"):  # counts what one size identifies, in mixtures
+        from datalaws.fit.mixing import check_rows
+
+        check_rows(law, train_df)
+    link, acc, acc_mode, floor_source = _accuracy_setup(df, train_df, data, accuracy, floors)
     scales = _scales(data, law)
     x = data.normalised(scales)
-    link = None
-    acc = None
-    if tasks:
-        floors = dict(floors or {})
-        link = AccuracyLink(tasks=tuple(tasks), floors=tuple(floors.get(t, 0.25) for t in tasks),
-                            form=accuracy, ref_loss=float(np.median(data.y)))
-        acc = np.stack([data.acc[t] for t in tasks], axis=1)
-
     t0 = time.perf_counter()
     point = point_fit(law, x, data.y)
     t_point = time.perf_counter() - t0
+    if method == "point":
+        from datalaws.fit.mixing_fit import point_result
+
+        return point_result(law, df, train_df, held_df, holdout, data, scales, x, point,
+                            config, columns)
     t0 = time.perf_counter()
-    mcmc = run_nuts(law, x, data.y, config, link=link, acc=acc, init=point)
+    joint = link if acc_mode == "joint" else None
+    mcmc = run_nuts(law, x, data.y, config, link=joint, acc=acc if joint else None,
+                    init=point, noise=noise)
     t_nuts = time.perf_counter() - t0
     idata = az.from_numpyro(mcmc)
-    var_names = [p.name for p in law.params] + list(NOISE_PRIORS if config.likelihood ==
-                                                    "studentt" else ["sigma"])
+    var_names = [p.name for p in law.params] + (["sigma", "nu"] if config.likelihood ==
+                                                 "studentt" else ["sigma"])
+    if link is not None and acc_mode == "two-stage":
+        _add_link(idata, law, x, acc, link, config)
     if link is not None:
         var_names += [v for v in idata.posterior.data_vars if v.startswith("acc_")]
     diag = diagnose(idata, var_names)
-
-    axis_values = data.inputs[law.axis]
-    summary = {
-        "law": law.name, "formula": law.formula, "reference": law.reference,
-        "data_hash": table_hash(df), "n_rows": len(train_df), "n_holdout": len(held_df),
-        "holdout_expr": holdout, "columns": data.columns, "scales": scales,
-        "likelihood": config.likelihood,
-        "config": dataclasses.asdict(config),
-        "priors": {p.name: prior_str(p.prior) for p in law.params}
-        | {k: prior_str(v) for k, v in NOISE_PRIORS.items()},
-        "meanings": {p.name: p.meaning for p in law.params},
-        "accuracy": None if link is None else {"form": link.form, "tasks": list(link.tasks),
-                                               "floors": list(link.floors),
-                                               "ref_loss": link.ref_loss},
-        "diagnostics": {"ok": diag.ok, "checks": diag.checks, "failures": diag.failures()},
-        "timings": {"point_fit_s": t_point, "nuts_s": t_nuts},
-    }
+    summary = _summary(law, df, train_df, held_df, holdout, data, scales, config, diag,
+                       law_priors, noise)
+    summary["timings"] = {"point_fit_s": t_point, "nuts_s": t_nuts}
+    if link is not None:
+        summary["accuracy"] = {"form": link.form, "mode": acc_mode, "tasks": list(link.tasks),
+                               "floors": list(link.floors), "floor_source": floor_source,
+                               "ref_loss": link.ref_loss}
     result = FitResult(law=law, idata=idata, summary=summary, point=point, link=link)
     summary["params"] = _param_table(result, var_names)
     summary["derived"] = _derived_table(result)
-
     t0 = time.perf_counter()
-    k, table, points = 0.0, [], []
-    if discrepancy == "backtest":
-        k, table, points = _learn_k(law, data, config, point)
+    summary["discrepancy"] = _discrepancy(law, data, x, config, point, noise, discrepancy)
     summary["timings"]["backtest_s"] = time.perf_counter() - t0
-    summary["discrepancy"] = {"mode": discrepancy, "form": DISCREPANCY_FORM,
-                              "axis": law.axis, "axis_column": data.columns[law.axis],
-                              "x_max_fit": float(axis_values.max()), "k": k,
-                              "backtest": table, "backtest_points": points}
     if link is not None:
         summary["accuracy"]["pearson"] = _pearson(result, x, acc)
     if len(held_df):
         summary["holdout"] = _holdout_metrics(result, held_df, columns)
     summary["timings"]["total_s"] = time.perf_counter() - t_start
     return result
+
+
+def _prepare(df: pd.DataFrame, law_name: str, priors: Mapping[str, str], *,
+             columns: Mapping[str, str] | None = None, holdout: str | None = None
+             ) -> tuple[pd.DataFrame, Law]:
+    domains = sorted(c[4:] for c in df.columns if c.startswith("mix."))
+    if law_name.startswith("mixing") and not domains:
+        raise TableError(f"the {law_name} law needs mix.<domain> columns (training "
+                         "proportions)")
+    sizes = None
+    if law_name.startswith("mixing"):  # checked proportions; size terms only where varied
+        from datalaws.fit.mixing_fit import prepare_table
+
+        df, law_name, sizes = prepare_table(df, law_name, domains, columns=columns,
+                                            holdout=holdout)
+    if law_name == "filtering":
+        df = _pool_weights(df)
+    if law_name == "mixing_domains":
+        df = _eval_rows(df)
+    pools = sorted(c[5:] for c in df.columns if c.startswith("pool."))
+    evals = sorted(c[5:] for c in df.columns if c.startswith("eval."))
+    return df, _build_law(law_name, priors, domains, pools, evals, sizes=sizes)
+
+
+def _summary(law, df, train_df, held_df, holdout, data, scales, config, diag, law_priors,
+             noise) -> dict:
+    noise_txt = {k: prior_str(noise.get(k, v)) for k, v in NOISE_PRIORS.items()}
+    noise_txt["nu"] = f"2 + {noise_txt['nu']}"
+    return {
+        "law": law.name, "formula": law.formula, "reference": law.reference,
+        "data_hash": table_hash(df), "n_rows": len(train_df), "n_holdout": len(held_df),
+        "holdout_expr": holdout, "columns": data.columns, "scales": scales,
+        "likelihood": config.likelihood, "config": dataclasses.asdict(config),
+        "priors": {p.name: prior_str(p.prior) for p in law.params} | noise_txt,
+        "prior_overrides": dict(law_priors) | {k: prior_str(v) for k, v in noise.items()},
+        "meanings": {p.name: p.meaning for p in law.params},
+        "accuracy": None,
+        "diagnostics": {"ok": diag.ok, "checks": diag.checks, "failures": diag.failures()},
+    }
+
+
+def _add_link(idata: az.InferenceData, law: Law, x, acc, link: AccuracyLink,
+              config: FitConfig) -> None:
+    """Second stage: fit the link on posterior draws of the law's loss at the training runs
+    and store its draws beside the loss posterior (same chains and draws)."""
+    post = idata.posterior
+    samples = {v: post[v].values.reshape(-1, *post[v].shape[2:]) for v in post.data_vars}
+    loss_law = posterior_predictive(law, samples, x, likelihood=config.likelihood)["loss_law"]
+    draws, _ = fit_link(loss_law, acc, link, config)
+    chains, n_draws = post.sizes["chain"], post.sizes["draw"]
+    for k, v in draws.items():
+        v = np.resize(v, (chains, n_draws, v.shape[-1]))  # link chains/draws -> the loss's
+        post[k] = (("chain", "draw", "task"), v)
+
+
+def _discrepancy(law: Law, data: LawData, x, config: FitConfig, point, noise,
+                 mode: str) -> dict:
+    """The summary's discrepancy section: axes, hull, and k (a posterior, or 0 for none)."""
+    axis_values = data.inputs[law.axis]
+    out = {"mode": mode, "form": DISCREPANCY_FORM, "axis": law.axis,
+           "axis_column": data.columns[law.axis], "x_max_fit": float(axis_values.max()),
+           "axis_columns": {r: data.columns[r] for a in law.axes for r in a.powers}}
+    out |= hull_summary(law, data)
+    if mode == "none":
+        return out | {"k": 0.0, "k_source": "none (--discrepancy none)", "backtest": [],
+                      "backtest_points": [], "backtest_scores": [], "folds": []}
+    wide = len(data.y) < max(10, 2 * len(law.params) + 2)
+    section, _ = learn_k(law, data, x, config, point, noise=noise,
+                         prior_scale=DEFAULT_K_SCALE * (2 if wide else 1))
+    return out | section
 
 
 def _param_table(result: FitResult, var_names: Sequence[str]) -> dict[str, dict]:
@@ -257,42 +347,6 @@ def _derived_table(result: FitResult) -> dict[str, dict]:
     return {k: dict(zip(("q05", "q50", "q95"), map(float, np.quantile(np.asarray(v),
                                                                      [0.05, 0.5, 0.95]))))
             | {"mean": float(np.mean(v))} for k, v in der.items()}
-
-
-def _learn_k(law, data, config, point):
-    axis = data.inputs[law.axis]
-    log_y = np.log(data.y)
-    x = data.normalised(_scales(data, law))
-    # Backtest fits only feed a 1-D choice of k: two chains and short runs are plenty.
-    bt_config = dataclasses.replace(config, chains=min(2, config.chains), warmup=250, draws=250,
-                                    progress=False)
-
-    def fit_folds(masks: np.ndarray) -> list[dict[str, np.ndarray]]:
-        # All folds in one sampler: the law with a leading fold axis, each fold's likelihood
-        # masked to its rows. Folds keep the full fit's input scales and its point init.
-        mcmc = run_nuts(law, x, data.y, bt_config, init=point, mask=masks)
-        s = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
-        return [{k: v[:, f, 0] for k, v in s.items()} for f in range(len(masks))]
-
-    def predict_fold(samples, test):
-        pp = posterior_predictive(law, samples, {r: v[test] for r, v in x.items()},
-                                  likelihood=config.likelihood)
-        return np.log(pp["loss"])
-
-    if config.progress:
-        print("learning the discrepancy scale k by size-ordered backtesting ...", flush=True)
-    folds = disc.run_backtest(axis, fit_folds, predict_fold, log_y, min_fit=2 * len(law.params) + 2)
-    k = disc.choose_k(folds)
-    if not folds:
-        import warnings
-
-        warnings.warn(f"no size-ordered backtest was possible ({len(axis)} runs, "
-                      f"{len(np.unique(axis))} distinct {law.axis}; each fold needs "
-                      f"{2 * len(law.params) + 2} runs below its cut): k = 0, so intervals "
-                      "beyond the data are NOT widened", stacklevel=3)
-    elif config.progress:
-        print(f"k = {k:.4g} from {len(folds)} backtest folds", flush=True)
-    return k, disc.backtest_table(folds, k), disc.backtest_points(folds, k)
 
 
 def _pearson(result: FitResult, x, acc) -> dict:
@@ -332,32 +386,65 @@ def predictive_draws(result: FitResult, points: pd.DataFrame, *, seed: int = 1
     if evals and not any(c.startswith("eval.") for c in points.columns):
         raise TableError(f"points to predict need eval.<domain> weights, the composition whose "
                          f"loss to predict (one-hot for one domain); domains: {evals}")
+    domains = [r[2:] for r in law.inputs if r.startswith("r.")]
+    if domains:  # known domains; proportions and evaluation weights on the simplex
+        from datalaws.fit import mixing
+
+        mixing.check_unknown_mix(points, domains, "the points")
+        points = mixing.check_mixtures(points, domains, where="the points")
+        if evals:
+            mixing.check_eval_weights(points, evals, where="the points")
     points = _law_frame(points, law)
     data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
     x = data.normalised(result.scales)
-    d = disc.distance(data.inputs[law.axis], result.summary["discrepancy"]["x_max_fit"])
-    return posterior_predictive(law, result.samples(), x, likelihood=result.summary["likelihood"],
-                                link=result.link, distance=d, k=result.k, seed=seed)
+    samples = result.samples()
+    d, k = _distance_and_k(result, data, len(next(iter(samples.values()))), seed)
+    return posterior_predictive(law, samples, x, likelihood=result.summary["likelihood"],
+                                link=result.link, distance=d, k=k, seed=seed)
+
+
+def _distance_and_k(result: FitResult, data: LawData, n_draws: int, seed: int):
+    """Distance of each point from the fitted runs' hull in the law's axes, and one k per
+    posterior draw (from k's posterior; a fixed k for fits saved before k had one)."""
+    s = result.summary["discrepancy"]
+    if "hull" not in s:  # older summaries: distance along the law's one axis
+        x = np.asarray(data.inputs[result.law.axis], dtype=np.float64)
+        return np.maximum(0.0, np.log(x / s["x_max_fit"])), result.k
+    axes = [Axis(a["name"], a["powers"], a["log"]) for a in s["axes"]]
+    d = disc.hull_offsets(disc.axis_coords(axes, data.inputs), np.asarray(s["hull"]),
+                          disc.axis_groups(axes))
+    if not s.get("k_draws"):
+        return d, s.get("k", 0.0)
+    ks = np.asarray(s["k_draws"])
+    # one stored k vector per posterior draw, drawn again in a fixed order per seed
+    return d, ks[np.random.default_rng(seed).integers(0, len(ks), n_draws)]
 
 
 def _holdout_metrics(result: FitResult, held: pd.DataFrame, columns) -> dict:
-    y = law_data(held, result.law.inputs, columns=columns, nonneg=result.law.unscaled).y
+    tasks = list(result.link.tasks) if result.link else []
+    data = law_data(held, result.law.inputs, columns=columns, nonneg=result.law.unscaled,
+                    tasks=[t for t in tasks if f"acc.{t}" in held.columns])
     draws = predictive_draws(result, held)
     # the point prediction is the law's posterior median: the discrepancy and the noise
     # widen the intervals but do not move it
-    med = np.median(draws["loss_law"], axis=0)
-    out = {}
-    for name, key in (("loss", "loss"), ("loss_law", "loss_law")):
-        d = draws[key]
-        lo90, hi90 = np.quantile(d, [0.05, 0.95], axis=0)
-        out[name] = {
-            "n": len(y),
-            "median_abs_err": float(np.median(np.abs(med - y))),
+    out = {name: _scores(draws[key], draws["loss_law"], data.y)
+           for name, key in (("loss", "loss"), ("loss_law", "loss_law"))}
+    for t, y in data.acc.items():
+        ok = ~np.isnan(y)
+        if ok.any():
+            out[f"acc.{t}"] = _scores(draws[f"acc.{t}"][:, ok], draws[f"acc_law.{t}"][:, ok],
+                                      y[ok])
+    return out
+
+
+def _scores(d: np.ndarray, law_draws: np.ndarray, y: np.ndarray) -> dict:
+    med = np.median(law_draws, axis=0)
+    lo90, hi90 = np.quantile(d, [0.05, 0.95], axis=0)
+    return {"n": len(y), "median_abs_err": float(np.median(np.abs(med - y))),
             "mean_abs_err": float(np.mean(np.abs(med - y))),
             "coverage": {str(k): v for k, v in disc.coverage(d, y).items()},
             "mean_width90": float(np.mean(hi90 - lo90)),
-        }
-    return out
+            "finite": bool(np.isfinite(d).all())}
 
 
 def save_idata(idata: az.InferenceData, path: Path) -> None:
@@ -378,26 +465,32 @@ def save_fit(result: FitResult, out: str | Path) -> Path:
         {"params": result.point, "derived": {k: float(v) for k, v in result.law.derived(
             result.point, result.scales).items()}, "method": "Huber(1e-3) on log loss, "
          "L-BFGS-B from a grid of starts"}, indent=1))
-    atomic_write_text(out / "summary.json", json.dumps(result.summary, indent=1, default=float))
+    from datalaws.io import dumps_json
+
+    # NaN (e.g. r_hat of one chain) becomes null + a "_nonfinite" flag: valid JSON
+    atomic_write_text(out / "summary.json", dumps_json(result.summary, indent=1, default=float))
     return out
 
 
 def load_fit(path: str | Path) -> FitResult:
     """Read a fit directory written by ``save_fit`` (errors name the missing or bad file)."""
+    from datalaws.io import loads_json
+
     path = Path(path)
     for f in ("summary.json", "posterior.nc"):
         if not (path / f).exists():
             raise FileNotFoundError(f"{path / f}: missing; is {path} a `datalaws fit` output?")
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = loads_json((path / "summary.json").read_text())  # NaN flags restored
     except json.JSONDecodeError as e:
         raise ValueError(f"{path / 'summary.json'}: corrupt ({e.msg})") from None
     domains = [r[2:] for r in summary["columns"] if r.startswith("r.")]
     pools = [r[2:] for r in summary["columns"] if r.startswith("w.")]
     evals = [r[2:] for r in summary["columns"] if r.startswith("e.")]
+    sizes = [r for r in ("N", "D") if r in summary["columns"]]  # a mixing law's size terms
     law = _build_law(summary["law"], {k: v for k, v in summary["priors"].items()
                                       if k not in NOISE_PRIORS}, domains or None, pools or None,
-                     evals or None)
+                     evals or None, sizes=sizes if domains else None)
     idata = az.from_netcdf(str(path / "posterior.nc"))
     point = {}
     if (path / "point_fit.json").exists():

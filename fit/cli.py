@@ -228,7 +228,6 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_nested(a: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import arviz as az
@@ -239,6 +238,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     from datalaws.fit.infer import diagnose
     from datalaws.fit.nested import fit_nested
     from datalaws.fit.table import read_table
+    from datalaws.io import dumps_json
     from datalaws.records import atomic_write_text
 
     table = read_table(a.data)
@@ -258,7 +258,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
                               "q95": np.quantile(f.samples[n], 0.95, axis=0).tolist()}
                           for n in names},
                "diagnostics": {"ok": diag.ok, "failures": diag.failures()}}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", dumps_json(summary, indent=1))  # NaN -> null
     for n in ("alpha", "beta", "e_mid"):
         p = summary["params"][n]
         print(f"{n:6s} {p['mean']:.4f} [{p['q05']:.4f}, {p['q95']:.4f}]")
