@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,5 +143,7 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
     page = report.read_text()
     summary = ("<section id='demo-summary'><h2>Demo summary</h2><ul>"
                + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul></section>")
-    atomic_write_text(report, page.replace("<body>", "<body>" + summary, 1))
+    # the summary opens the page, right after the <body ...> tag the report writes
+    page, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + summary, page, count=1)
+    atomic_write_text(report, page if n else summary + page)
     return report
