@@ -19,6 +19,7 @@ Perfetto ``perfetto_trace.json.gz``) for a window of steps, each marked with a
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 import time
@@ -87,7 +88,11 @@ class RunLogger:
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a")
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(str(self.run_dir), purge_step=start or None, flush_secs=30)
+        # a deep queue: the default (10) blocks the loop while the writer thread drains it
+        self._tb = SummaryWriter(str(self.run_dir), purge_step=start or None, flush_secs=30,
+                                 max_queue=1000)
+        if config and not start:  # run dirs are named by hash: say what the run is
+            self._tb.add_text("config", "```\n" + dumps_json(dict(config), indent=1) + "\n```")
 
     @contextlib.contextmanager
     def timed(self, part: str) -> Iterator[None]:
@@ -117,7 +122,7 @@ class RunLogger:
             row |= self._split(now)
             self._interval(step, row)
         if self._jsonl is not None:
-            self._jsonl.write(dumps_json(row) + "\n")
+            self._jsonl.write(_json_line(row))
         return row
 
     def eval(self, step: int, losses: Mapping[str, float],
@@ -202,6 +207,13 @@ class RunLogger:
                 self._tb.add_scalar(tag, v, step)
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
+
+
+def _json_line(row: Mapping) -> str:
+    try:  # the common all-finite row without dumps_json's walk (it runs every step)
+        return json.dumps(row, allow_nan=False) + "\n"
+    except ValueError:  # NaN/inf (e.g. a grad norm): null, flagged under "_nonfinite"
+        return dumps_json(row) + "\n"
 
 
 def require_wandb() -> None:
