@@ -1,0 +1,143 @@
+"""Rolling-origin backtests of a law on its training rows: the folds, their fits (one
+compiled sampler for all of them), their diagnostics, and the posterior of ``k``.
+
+The arithmetic (hull distance, the likelihood of ``k``, the tables) is in
+``datalaws.fit.discrepancy``; this module runs the fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+
+import arviz as az
+import numpy as np
+
+from datalaws.fit import discrepancy as disc
+from datalaws.fit.infer import FitConfig, posterior_predictive, run_nuts
+from datalaws.fit.laws import Law
+from datalaws.fit.table import LawData
+
+__all__ = ["learn_k", "hull_summary", "K_DRAWS"]
+
+K_DRAWS = 2000  # draws of k kept for the tables and scores
+FOLD_MAX_RHAT = 1.05  # fold fits are short (2 chains): a looser bar than the main fit's 1.01
+
+
+def hull_summary(law: Law, data: LawData) -> dict:
+    """The axes and the hull of the fitted runs in them (what ``predict`` measures from)."""
+    coords = disc.axis_coords(law.axes, data.inputs)
+    return {"axes": [{"name": a.name, "powers": dict(a.powers), "log": a.log}
+                     for a in law.axes],
+            "hull": disc.hull_of(coords).tolist()}
+
+
+def _fold_diagnostics(mcmc, n_folds: int) -> list[dict]:
+    """Worst R-hat and bulk ESS over each fold's parameters (chains x draws per fold)."""
+    s = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    div = int(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).sum())
+    out = []
+    for f in range(n_folds):
+        per = {k: v[:, :, f, 0] for k, v in s.items() if v.ndim >= 4}
+        rh = max(float(az.rhat(v)) for v in per.values()) if s and per else float("nan")
+        ess = min(float(az.ess(v)) for v in per.values()) if per else float("nan")
+        out.append({"r_hat": rh, "ess_bulk": ess, "ok": bool(rh <= FOLD_MAX_RHAT)})
+    for o in out:
+        o["divergences_all_folds"] = div
+    return out
+
+
+def _run_folds(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitConfig,
+               point: Mapping[str, float], noise, specs) -> list[disc.BacktestFold]:
+    # Backtest fits only feed a 1-D posterior of k: two chains and short runs are plenty.
+    bt = dataclasses.replace(config, chains=min(2, config.chains),
+                             warmup=min(200, config.warmup), draws=min(200, config.draws),
+                             progress=False)
+    masks = np.stack([m for _, _, m in specs])
+    # All folds in one sampler: the law with a leading fold axis, each fold's likelihood
+    # masked to its rows. Folds keep the full fit's input scales and its point init.
+    mcmc = run_nuts(law, x, data.y, bt, init=point, mask=masks, noise=noise)
+    diags = _fold_diagnostics(mcmc, len(specs))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+    coords = disc.axis_coords(law.axes, data.inputs)
+    log_y = np.log(data.y)
+    folds = []
+    for f, ((direction, cut, fit_rows), diag) in enumerate(zip(specs, diags)):
+        test = ~fit_rows
+        post = {k: v[:, f, 0] for k, v in samples.items()}
+        pp = posterior_predictive(law, post, {r: v[test] for r, v in x.items()},
+                                  likelihood=config.likelihood, seed=f)
+        d = disc.hull_offsets(coords[test], disc.hull_of(coords[fit_rows]),
+                              disc.axis_groups(law.axes))
+        folds.append(disc.BacktestFold(
+            direction=direction, cut=cut, log_draws=np.log(pp["loss"]), log_y=log_y[test],
+            d=d, diagnostics=diag | {"n_fit": int(fit_rows.sum()), "n_test": int(test.sum())}))
+    return folds
+
+
+def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitConfig,
+            point: Mapping[str, float], *, noise=None, prior_scale: float = disc.DEFAULT_K_SCALE
+            ) -> tuple[dict, np.ndarray]:
+    """Backtest along every direction and infer ``k``: (summary section, draws of k)."""
+    min_fit = 2 * len(law.params) + 2
+    specs = disc.fold_masks(law, data.inputs, min_fit=min_fit)
+    if config.progress:
+        print(f"learning the discrepancy scale k: {len(specs)} rolling-origin backtest folds "
+              f"along {sorted({s[0] for s in specs})} ...", flush=True)
+    folds = _run_folds(law, data, x, config, point, noise, specs) if specs else []
+    groups = list(dict.fromkeys(disc.axis_groups(law.axes)))
+    grid, weights = disc.k_posterior(folds, len(groups), scale=prior_scale)
+    ks = disc.k_draws(grid, weights, K_DRAWS, seed=config.seed)  # [draws, groups]
+    if folds:
+        source = (f"backtest: {len(folds)} folds along "
+                  f"{', '.join(sorted({f.direction for f in folds}))}")
+    else:
+        source = (f"default prior HalfNormal({prior_scale:g}) only: no backtest possible "
+                  f"({len(data.y)} runs; each fold needs {min_fit} runs below its cut and 3 "
+                  f"above)")
+        warnings.warn(f"k: {source}", stacklevel=3)
+    bad = [i for i, f in enumerate(folds) if not f.diagnostics["ok"]]
+    if bad:
+        warnings.warn(f"backtest fold fits {bad} did not converge (R-hat > {FOLD_MAX_RHAT}); "
+                      "k may be off", stacklevel=3)
+    q05, q50, q95 = np.quantile(ks, [0.05, 0.5, 0.95], axis=0)
+    per_axis = {g: {"q05": float(a), "q50": float(b), "q95": float(c), "mean": float(m)}
+                for g, a, b, c, m in zip(groups, q05, q50, q95, ks.mean(axis=0))}
+    if config.progress:
+        print("k: " + ", ".join(f"{g} {v['q50']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]"
+                                for g, v in per_axis.items()) + f" ({source})", flush=True)
+    kmax = ks.max(axis=1)  # the widest axis' k: one number for tables and old readers
+    section = {
+        "k": float(np.median(kmax)), "k_q05": float(np.quantile(kmax, 0.05)),
+        "k_q95": float(np.quantile(kmax, 0.95)), "k_axes": per_axis, "k_groups": groups,
+        "k_source": source, "k_prior": f"HalfNormal({prior_scale:g}) per axis group",
+        "k_draws": np.round(ks[:1000], 6).tolist(),
+        "folds": [{"direction": f.direction, "cut": f.cut} | f.diagnostics for f in folds],
+        "folds_ok": not bad,
+        "backtest": disc.backtest_table(folds, ks),
+        "backtest_points": disc.backtest_points(folds, ks),
+        "backtest_scores": disc.backtest_scores(folds, ks),
+    }
+    return section, ks
+
+
+def backtest_ranking(summaries: Mapping[str, dict]) -> list[dict]:
+    """Laws fitted to one table ranked by their out-of-range backtest log score (mean per
+    held-back row, with each law's k posterior), over the folds every law has (same
+    direction and cut); best first. Fits without a backtest score None and rank last."""
+    scores = {n: {(f["direction"], round(f["cut"], 6)): f for f in
+                  s.get("discrepancy", {}).get("backtest_scores") or []}
+              for n, s in summaries.items()}
+    shared = set.intersection(*(set(v) for v in scores.values() if v)) if any(
+        scores.values()) else set()
+    rows = []
+    for n, folds in scores.items():
+        use = [folds[key] for key in shared if key in folds]
+        rows_n = sum(f["n"] for f in use)
+        score = (sum(f["log_score"] * f["n"] for f in use) / rows_n) if rows_n else None
+        rows.append({"fit": n, "backtest_log_score": score, "folds": len(use),
+                     "rows": rows_n})
+    rows.sort(key=lambda r: -np.inf if r["backtest_log_score"] is None
+              else r["backtest_log_score"], reverse=True)
+    return rows
