@@ -88,25 +88,27 @@ def _curves(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
     if ncol is None or dcol is None or set(r.law.inputs) - {"N", "D"}:
         return ""
     fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
-    d_levels = np.quantile(df[dcol], [0.1, 0.5, 0.9])
+    ratio = df[dcol] / df[ncol]  # runs are laid out along tokens per parameter: so are curves
+    levels = np.unique(np.quantile(ratio, [0.1, 0.5, 0.9]).round(1))
     grid = np.geomspace(df[ncol].min() / 2, df[ncol].max() * 8, 120)
-    colors = plt.cm.viridis(np.linspace(0.1, 0.8, len(d_levels)))
-    for dv, col in zip(d_levels, colors):
-        pts = pd.DataFrame({ncol: grid, dcol: np.full_like(grid, dv)})
+    colors = plt.cm.viridis(np.linspace(0.1, 0.8, len(levels)))
+    for m, col in zip(levels, colors):
+        pts = pd.DataFrame({ncol: grid, dcol: m * grid})
         # one law curve per posterior draw (one discrepancy and noise draw each): smooth bands
         q = np.exp(np.quantile(crn_log_loss(r, pts)[0], [0.05, 0.25, 0.5, 0.75, 0.95], axis=0))
         ax.fill_between(grid, q[0], q[4], color=col, alpha=0.15, lw=0)
         ax.fill_between(grid, q[1], q[3], color=col, alpha=0.3, lw=0)
-        ax.plot(grid, q[2], color=col, label=f"D = {dv:.3g} tokens")
-    sc = ax.scatter(df[ncol], df[cols["loss"]], c=np.log10(df[dcol]), s=16, cmap="viridis",
+        ax.plot(grid, q[2], color=col, label=f"D/N = {m:.3g} tokens per parameter")
+    sc = ax.scatter(df[ncol], df[cols["loss"]], c=np.log10(ratio), s=16, cmap="viridis",
+                    vmin=np.log10(levels.min()) - 0.05, vmax=np.log10(levels.max()) + 0.05,
                     edgecolor="k", linewidth=0.3, label="observed runs", zorder=3)
-    fig.colorbar(sc, ax=ax, label="log10 training tokens D")
+    fig.colorbar(sc, ax=ax, label="log10 tokens per parameter D/N")
     ax.axvline(float(df[ncol].max()), color="gray", ls=":", label="largest fitted N")
     ax.set(xscale="log", xlabel="parameters N", ylabel="loss (nats/token)")
     ax.legend(fontsize=8, loc="upper right", title="median, 50% and 90% bands",
               title_fontsize=8)
     return _fig(fig, out_dir, f"{name}_curves",
-                f"{name}: posterior predictive loss against size at three token budgets")
+                f"{name}: posterior predictive loss against size at fixed tokens per parameter")
 
 
 def _residuals(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
