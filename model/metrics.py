@@ -3,8 +3,9 @@
 ``RunLogger`` is the training loop's one logging object. Each step it appends a line to
 ``metrics.jsonl``; every ``log_every`` steps it also writes TensorBoard event files beside
 that file (and to W&B in offline mode when asked), splits the interval's wall time into
-waiting for data, the step itself and checkpointing, prints the progress line, and warns
-when data wait exceeds ``DATA_WAIT_WARN`` of the step time. Only process 0 writes or prints.
+waiting for data, the step itself, validation and checkpointing (``TIME_PARTS``; the rest is
+the loop's own bookkeeping), prints the progress line, and warns when data wait exceeds
+``DATA_WAIT_WARN`` of the step time. Only process 0 writes or prints.
 
 TensorBoard events are written with tensorboardX, as MaxText and levanter do: a small
 pure-Python writer (numpy, protobuf) with a background thread, unlike ``clu.metric_writers``
@@ -193,11 +194,14 @@ class RunLogger:
             "perf/step_time_s": row["step_time_s"]}
             | {f"time/{p}_frac": f for p, f in frac.items()})
         if self.progress:
-            print(f"\r[{self.run_id}] step {step}/{self.steps} loss {row['loss']:.4f} "
+            # a terminal redraws one line; a log file (train.log, SLURM) gets one per interval
+            tty = sys.stdout.isatty()
+            print(f"{chr(13) if tty else ''}[{self.run_id}] step {step}/{self.steps} "
+                  f"loss {row['loss']:.4f} "
                   f"{row['tokens_per_s']:,.0f} tok/s MFU {100 * row['mfu']:.1f}% "
                   f"{1e3 * row['step_time_s']:.0f} ms/step (data {frac['data']:.0%} "
                   f"step {frac['step']:.0%} eval {frac['eval']:.0%} ckpt {frac['ckpt']:.0%})",
-                  end="", flush=True)
+                  end="" if tty else "\n", flush=True)
 
     def _write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         scalars = {k: float(v) for k, v in scalars.items() if v is not None
