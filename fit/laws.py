@@ -241,202 +241,47 @@ DATA_CONSTRAINED = Law(
     unscaled=("repetitions",),
 )
 
-def mixing_law(domains: Sequence[str]) -> Law:
-    """Chinchilla with a mixture-dependent irreducible term (Ye et al. 2024's mixing law).
+def mixing_law(domains: Sequence[str], sizes: Sequence[str] = ("N", "D")) -> Law:
+    """Ye et al. 2024's mixing law for one loss (size terms only for ``sizes`` the table
+    varies). Defined in ``datalaws.fit.mixing`` (imported lazily: it builds on ``Law``)."""
+    from datalaws.fit import mixing
 
-    ``E(r) = c + k * exp(sum_j t_j r_j)`` over the training proportions r (``mix.<domain>``
-    columns, on the simplex). Since sum_j r_j = 1, adding a constant to every t_j only
-    rescales k, so the first domain is the reference: ``t_<first> = 0``.
-
-    Sampled as ``E(r) = e_mid + m * (exp(t . (r - u)) - 1)`` with u the uniform mixture:
-    ``e_mid`` (the term at the uniform mixture) is pinned by the data, where c and k alone
-    trade off along a ridge. ``c = e_mid - m`` and ``k = m * exp(-t . u)`` are derived.
-    """
-    domains = sorted(domains)
-    if len(domains) < 2:
-        raise ValueError(f"the mixing law needs at least two mix.<domain> columns; got {domains}")
-    ts = [f"t_{d}" for d in domains[1:]]
-    u = 1.0 / len(domains)
-
-    def fn(x, p):
-        expo = sum(p[t] * (x[f"r.{d}"] - u) for t, d in zip(ts, domains[1:]))
-        e = p["e_mid"] + p["m"] * jnp.expm1(expo)
-        return e + p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
-
-    def derived(p, s):
-        shift = sum(p[t] * u for t in ts)
-        return _chinchilla_derived(p, s) | {"c": p["e_mid"] - p["m"],
-                                            "k": p["m"] * jnp.exp(-shift)}
-
-    return Law(
-        name="mixing",
-        formula="L = c + k*exp(sum_j t_j r_j) + A/N^alpha + B/D^beta, t_<first domain> = 0",
-        inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains},
-        params=(Param("e_mid", _lognormal(2.0, 0.6), "irreducible loss at the uniform mixture"),
-                Param("m", _lognormal(0.3, 1.0), "scale of the mixture term"),
-                *(Param(t, dist.Normal(0.0, 2.0), f"effect of proportion {t[2:]} vs "
-                        f"{domains[0]}") for t in ts),
-                *_size_params()),
-        fn=fn, axis="N", axes=_ND_AXES + _simplex_axes(domains),
-        reference="Ye et al. 2024 (data mixing laws, eq. 1) in the "
-                                    "Chinchilla form", derived=derived,
-        unscaled=tuple(f"r.{d}" for d in domains))
+    return mixing.mixing_law(domains, sizes)
 
 
-def mixing_domains_law(domains: Sequence[str], evals: Sequence[str]) -> Law:
-    """Ye et al.'s mixing law per evaluation domain, with an explicit known composition.
+def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
+                       sizes: Sequence[str] = ("N", "D")) -> Law:
+    """Ye et al.'s law per evaluation domain, hierarchical across domains
+    (``datalaws.fit.mixing``)."""
+    from datalaws.fit import mixing
 
-    ``L_i(r) = c_i + k_i * exp(sum_j t_ij r_j)`` for each evaluation domain i (sampled as
-    ``e_mid_i + m_i * (exp(t_i . (r - u)) - 1)``, as in ``mixing_law``), plus shared size and
-    data terms. A row's ``eval.<i>`` weights say what its loss measures: one-hot for a
-    per-domain validation loss (``loss.<i>`` columns are expanded to such rows), the known
-    composition s for an overall loss ``L = sum_i s_i L_i``. Prediction with weights s gives
-    the overall loss of that composition.
-    """
-    domains, evals = sorted(domains), sorted(evals)
-    if len(domains) < 2 or not evals:
-        raise ValueError(f"mixing_domains needs >= 2 mix.<domain> and >= 1 eval.<domain> "
-                         f"columns; got {domains}, {evals}")
-    u = 1.0 / len(domains)
-
-    def fn(x, p):
-        out = p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
-        for i in evals:
-            expo = sum(p[f"t_{i}_{j}"] * (x[f"r.{j}"] - u) for j in domains[1:])
-            out = out + x[f"e.{i}"] * (p[f"e_mid_{i}"] + p[f"m_{i}"] * jnp.expm1(expo))
-        return out
-
-    def derived(p, s):
-        out = _chinchilla_derived(p, s)
-        for i in evals:
-            shift = sum(p[f"t_{i}_{j}"] * u for j in domains[1:])
-            out |= {f"c_{i}": p[f"e_mid_{i}"] - p[f"m_{i}"],
-                    f"k_{i}": p[f"m_{i}"] * jnp.exp(-shift)}
-        return out
-
-    per_eval = []
-    for i in evals:
-        per_eval += [Param(f"e_mid_{i}", _lognormal(2.0, 0.6), f"loss on {i} at the uniform "
-                           "mixture, beyond the size terms"),
-                     Param(f"m_{i}", _lognormal(0.3, 1.0), f"scale of {i}'s mixture term")]
-        per_eval += [Param(f"t_{i}_{j}", dist.Normal(0.0, 2.0), f"effect of training on {j} "
-                           f"(vs {domains[0]}) on loss on {i}") for j in domains[1:]]
-    return Law(
-        name="mixing_domains",
-        formula="L = sum_i s_i (c_i + k_i*exp(sum_j t_ij r_j)) + A/N^alpha + B/D^beta",
-        inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains}
-        | {f"e.{i}": f"eval.{i}" for i in evals},
-        params=(*per_eval, *_size_params()), fn=fn, axis="N", derived=derived,
-        axes=_ND_AXES + _simplex_axes(domains),
-        reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain and eq. 3, explicit "
-                  "composition)",
-        unscaled=tuple(f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals))
+    return mixing.mixing_domains_law(domains, evals, sizes)
 
 
-def mixing_implicit_law(domains: Sequence[str], latent: int = 2) -> Law:
-    """Ye et al.'s mixing law for an overall loss of unknown composition: K latent domains.
+def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
+                        sizes: Sequence[str] = ("N", "D")) -> Law:
+    """Ye et al.'s implicit form: K latent domains (``datalaws.fit.mixing``)."""
+    from datalaws.fit import mixing
 
-    ``L = sum_k s_k L_k(r) + A/N^alpha + B/D^beta`` with ``L_k = c_k + k_k exp(t_k . r)``.
-    Expanded, only ``c = sum_k s_k c_k`` and the products ``q_k = s_k k_k`` enter the loss, so
-    the softmax weights s are not identified apart from the scales; we sample q_k, t_k and
-    ``e_mid = c + sum_k q_k`` (the loss at the uniform mixture, which the data pin down where
-    c alone would trade off against every q_k); c is derived. Even so each q_k trades off
-    against the size of t_k along a curved ridge (only their sum's shape is well measured),
-    so expect weaker diagnostics than the explicit law; its predictions are what to use.
-    Label switching (permuting the latent domains leaves the law unchanged, so chains land
-    in different modes) is removed by ordering the latent domains by their effect of the
-    second training domain: ``t_1 < t_2 < ...`` on that coordinate (positive gaps).
-    """
-    domains = sorted(domains)
-    if len(domains) < 2 or latent < 1:
-        raise ValueError(f"mixing_implicit needs >= 2 mix.<domain> columns and >= 1 latent "
-                         f"domain; got {domains}, {latent}")
-    u = 1.0 / len(domains)
-    K = range(1, latent + 1)
-
-    def first_coordinate(p, k):
-        return p["t1_" + domains[1]] + sum(p[f"gap{g}"] for g in range(2, k + 1))
-
-    def fn(x, p):
-        out = p["e_mid"] + p["a"] * x["N"] ** -p["alpha"] + p["b"] * x["D"] ** -p["beta"]
-        for k in K:
-            expo = first_coordinate(p, k) * (x[f"r.{domains[1]}"] - u)
-            expo = expo + sum(p[f"t{k}_{j}"] * (x[f"r.{j}"] - u) for j in domains[2:])
-            out = out + p[f"q{k}"] * jnp.expm1(expo)
-        return out
-
-    def derived(p, s):
-        return _chinchilla_derived(p, s) | {"c": p["e_mid"] - sum(p[f"q{k}"] for k in K)}
-
-    params = [Param("e_mid", _lognormal(2.0, 0.6), "irreducible loss at the uniform mixture")]
-    for k in K:
-        params.append(Param(f"q{k}", _lognormal(0.2, 1.0), f"weight x scale of latent {k}"))
-        if k == 1:
-            params.append(Param("t1_" + domains[1], dist.Normal(0.0, 2.0),
-                                f"latent 1: effect of {domains[1]} (vs {domains[0]})"))
-        else:
-            params.append(Param(f"gap{k}", _lognormal(1.0, 1.0),
-                                f"latent {k}'s effect of {domains[1]} minus latent {k - 1}'s"))
-        params += [Param(f"t{k}_{j}", dist.Normal(0.0, 2.0),
-                         f"latent {k}: effect of {j} (vs {domains[0]})") for j in domains[2:]]
-    return Law(
-        name=f"mixing_implicit{latent}" if latent != 2 else "mixing_implicit",
-        formula="L = c + sum_k q_k*exp(sum_j t_kj (r_j - 1/J)) + A/N^alpha + B/D^beta, latent "
-                "domains ordered by t_k,<second domain>",
-        inputs={"N": "params", "D": "tokens"} | {f"r.{d}": f"mix.{d}" for d in domains},
-        params=(*params, *_size_params()), fn=fn, axis="N", derived=derived,
-        axes=_ND_AXES + _simplex_axes(domains),
-        reference="Ye et al. 2024 (data mixing laws, eq. 4, implicit composition)",
-        unscaled=tuple(f"r.{d}" for d in domains))
+    return mixing.mixing_implicit_law(domains, latent, sizes)
 
 
-MAX_EPOCHS = 64  # repetitions beyond this are treated as the 64th (their utility is ~0)
+def filtering_law(pools: Sequence[str], *, rule: str = "paper") -> Law:
+    """Goyal et al. 2024's data-filtering law over ``pools``: per-pool utility b_j and half-life
+    tau_j (hierarchical across pools), d inside the repetition product, passes uncapped, a union
+    of pools by the paper's rule. Defined in ``datalaws.fit.filtering`` (imported here lazily:
+    that module builds on ``Law`` and ``Param`` above)."""
+    from datalaws.fit import filtering
 
-
-def filtering_law(pools: Sequence[str]) -> Law:
-    """Data-filtering law with repetition decay and pool combination (Goyal et al. 2024).
-
-    Loss after n samples of a pool of U unique samples (R = n / U passes):
-    ``L = d + A * (n_1/n0)^-b_1 * prod_{k>=2} (n_k / n_{k-1})^-b_k`` with ``n_k = min(n, kU)``
-    (samples seen by the end of pass k) and the utility of the k-th pass halving every tau
-    passes, ``b_k = b * 2^(-(k-1)/tau)``. A mixture of pools with weights w has
-    ``b = sum_j w_j b_j`` (``pool.<name>`` columns; a run on one pool has a one-hot row).
-    """
-    pools = sorted(pools)
-    bs = [f"b_{p}" for p in pools]
-
-    def fn(x, p):
-        b = sum(p[bn] * x[f"w.{pl}"] for bn, pl in zip(bs, pools))
-        R = jnp.maximum(x["repetitions"], 1e-9)
-        k = jnp.arange(2, MAX_EPOCHS + 1, dtype=jnp.float32)
-        decay = 2.0 ** (-(k - 1) / jnp.asarray(p["tau"])[..., None])  # [..., 1?, K-1]
-        # log(n_k / n_{k-1}) for passes k >= 2: log(clip(R, k-1, k) / (k-1))
-        later = jnp.log(jnp.clip(R[..., None], k - 1, k) / (k - 1))
-        first = jnp.log(x["n"] / jnp.maximum(R, 1.0))  # log(n_1 / n0)
-        log_term = -b * (first + jnp.sum(decay * later, -1))
-        return p["d"] + p["A"] * jnp.exp(log_term)
-
-    return Law(
-        name="filtering",
-        formula="L = d + A*(n_1/n0)^-b_1 * prod_k (n_k/n_{k-1})^-b_k, b_k = b*2^(-(k-1)/tau), "
-                "b = sum_j w_j b_j over pools",
-        inputs={"n": "tokens", "repetitions": "repetitions"}
-        | {f"w.{pl}": f"pool.{pl}" for pl in pools},
-        params=(Param("d", _lognormal(2.0, 0.6), "irreducible loss"),
-                Param("A", _lognormal(0.5, 1.0), "reducible loss at the reference n0"),
-                Param("tau", _lognormal(3.0, 1.0), "passes over which a pool's utility halves"),
-                *(Param(bn, _lognormal(0.3, 0.7), f"utility (data exponent) of pool {pl}")
-                  for bn, pl in zip(bs, pools))),
-        fn=fn, axis="n", axes=_axes(D={"n": 1.0}, repetitions={"repetitions": 1.0}),
-        reference="Goyal et al. 2024 (scaling laws for data filtering)",
-        unscaled=("repetitions", *(f"w.{pl}" for pl in pools)))
+    return filtering.filtering_law(pools, rule=rule)
 
 
 LAWS: dict[str, Law] = {law.name: law for law in
                         (CHINCHILLA, QUALITY, QUALITY_EXP, OVERTRAIN, DATA_CONSTRAINED,
                          mixing_law(["<domain1>", "<domain2>"]),
                          mixing_domains_law(["<domain1>", "<domain2>"], ["<eval1>"]),
-                         mixing_implicit_law(["<domain1>", "<domain2>"]),
+                         dataclasses.replace(mixing_implicit_law(["<domain1>", "<domain2>"]),
+                                             name="mixing_implicit"),
                          filtering_law(["<pool1>", "<pool2>"]))}
 
 
@@ -444,16 +289,19 @@ _RENAMED = {"datacon": "data_constrained"}  # old name -> new name, accepted wit
 
 
 def get_law(name: str, *, domains: Sequence[str] | None = None,
-            pools: Sequence[str] | None = None, evals: Sequence[str] | None = None) -> Law:
+            pools: Sequence[str] | None = None, evals: Sequence[str] | None = None,
+            sizes: Sequence[str] | None = None) -> Law:
     """A law by name; the mixing and filtering laws are built for the table's domains/pools
-    (``mixing_implicitK`` has K latent domains; plain ``mixing_implicit`` two)."""
+    (``mixing_implicitK`` has K latent domains; plain ``mixing_implicit`` two; ``sizes``:
+    the size inputs, N and/or D, a mixing law has terms for, default both)."""
+    sz = ("N", "D") if sizes is None else tuple(sizes)
     if name == "mixing" and domains is not None:
-        return mixing_law(domains)
+        return mixing_law(domains, sz)
     if name == "mixing_domains" and domains is not None and evals is not None:
-        return mixing_domains_law(domains, evals)
+        return mixing_domains_law(domains, evals, sz)
     m = re.fullmatch(r"mixing_implicit(\d*)", name)
     if m and domains is not None:
-        return mixing_implicit_law(domains, int(m.group(1) or 2))
+        return mixing_implicit_law(domains, int(m.group(1) or 2), sz)
     if name == "filtering" and pools is not None:
         return filtering_law(pools)
     if name in _RENAMED:
