@@ -150,6 +150,29 @@ def read_documents(paths: Iterable[str | Path], *, field: str = "text") -> Itera
             yield text
 
 
+def _interruptible(fn: Callable, *args):
+    """Run a long Rust call (tokenizer training, batch encoding) in a worker thread so the
+    main thread keeps handling Ctrl-C / SIGTERM: the Rust code never returns to Python while
+    it runs, so a signal would otherwise wait for it to finish."""
+    import threading
+
+    out: dict = {}
+
+    def work():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)  # abandoned, not awaited, on interrupt
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def train_tokenizer(docs: Iterable[str], vocab: int, out: Path):
     """Train a byte-level BPE (HF tokenizers) and save it as ``out`` (tokenizer.json)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -159,7 +182,7 @@ def train_tokenizer(docs: Iterable[str], vocab: int, out: Path):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOD],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(docs, trainer)
+    _interruptible(tok.train_from_iterator, docs, trainer)
     atomic_write_text(out, tok.to_str())
     return tok
 
@@ -204,7 +227,7 @@ def prepare_domain(store: str | Path, domain: str, docs: Iterable[str], *,
         raise StoreError(f"domain {domain!r}: the corpus is empty")
     t0 = time.perf_counter()
     eod = tok.token_to_id(EOD)
-    ids = [e.ids + [eod] for e in tok.encode_batch(unique)]
+    ids = [e.ids + [eod] for e in _interruptible(tok.encode_batch, unique)]
     held = _held_out([np.asarray(x, np.uint32) for x in ids])
     # validation last, in the order of its documents' hashes: the split's content (and hash)
     # does not depend on the order the corpus came in

@@ -149,7 +149,9 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         p.mixture = best  # the decision card shows it
         print("best mixture at the plan: " + ", ".join(
             f"{k}={v:.3f}" for k, v in best["mixture"].items())
-            + f"; P(beats --mixture) = {best['p_beats_default']:.2f}")
+            + f"; P(beats --mixture) = {best['p_beats_default']:.2f}"
+            + (f"; P(beats the runner-up) = {best['p_beats_runner_up']:.2f}"
+               if "p_beats_runner_up" in best else ""))
     print("\nlaunch it with a sweep spec containing:\n" + p.launch_snippet())
     atomic_write_text(out, dumps_json(p.to_dict(), indent=1, default=str))
     print(f"wrote {out}")
@@ -302,8 +304,10 @@ def _run(args: argparse.Namespace) -> int:
         # train saves its own checkpoint on SIGINT/SIGTERM inside the loop; any other command
         # (or train before its first step) has written nothing partial: temp files are gone
         sig = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
-        print(f"interrupted ({sig}): datalaws {args.command} stopped; nothing partial was "
-              "written and earlier outputs are unchanged", file=sys.stderr)
+        sub = getattr(args, f"{args.command}_command", None)
+        name = f"{args.command} {sub}" if sub else args.command
+        print(f"interrupted ({sig}): datalaws {name} stopped; nothing partial was written "
+              "and earlier outputs are unchanged", file=sys.stderr)
         return EXIT_REQUEUE if sig == "SIGTERM" and args.command == "train" else 130
     except (UserError, ValueError, OSError) as e:  # TableError, StoreError, OutputError, ...
         print(f"error: {_one_line(e)}", file=sys.stderr)

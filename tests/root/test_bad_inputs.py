@@ -337,3 +337,31 @@ def test_bad_input(ws, capsys, argv, code, culprit):
 
 def test_suite_is_large_enough():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_prepare_leaves_no_store(tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghijklmnop"), rng.integers(2, 9))) for _ in
+             range(3000)]
+    with open(tmp_path / "big.jsonl", "w") as f:
+        for _ in range(5000):
+            f.write(json.dumps({"text": " ".join(rng.choice(words, 60))}) + "\n")
+    store = tmp_path / "store"
+    p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "data", "prepare",
+                          str(tmp_path / "big.jsonl"), "--domain", "web", "--out", str(store)],
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    t0 = time.time()
+    while not store.exists():  # the store appears once the corpus is read and checked
+        assert p.poll() is None and time.time() - t0 < 300, p.stderr.read()
+        time.sleep(0.05)
+    p.send_signal(getattr(signal, sig))
+    assert p.wait(timeout=120) == 130
+    err = p.stderr.read().strip()
+    assert err.splitlines() == [err] and f"interrupted ({sig})" in err, err
+    assert not store.exists()  # no tokenizer trained on nothing, no half domain
