@@ -365,3 +365,13 @@ def test_interrupted_prepare_leaves_no_store(tmp_path, sig):
     err = p.stderr.read().strip()
     assert err.splitlines() == [err] and f"interrupted ({sig})" in err, err
     assert not store.exists()  # no tokenizer trained on nothing, no half domain
+
+
+def test_good_outputs_take_their_format_from_the_extension_and_force_overwrites(ws, capsys):
+    out = ws / "pred.parquet"
+    argv = ["predict", str(ws / "fit1"), "--at", str(ws / "pts.csv"), "--out", str(out)]
+    assert main(argv) == 0
+    first = pd.read_parquet(out)  # parquet, not CSV text
+    assert len(first) == len(pd.read_csv(ws / "pts.csv")) and "loss_q50" in "".join(first)
+    assert main(argv) == 1 and "--force" in capsys.readouterr().err
+    assert main(argv + ["--force"]) == 0
