@@ -241,7 +241,9 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     from datalaws.io import dumps_json
     from datalaws.records import atomic_write_text
 
+    _check_fit_out(a.out, a.force)  # before sampling: an existing fit needs --force
     table = read_table(a.data)
+    at = read_table(a.at) if a.at else None
     quantiles = _quantiles(a.quantiles)  # before sampling: a bad option costs nothing
     f = fit_nested(table, chains=a.chains, warmup=a.warmup, draws=a.draws, seed=a.seed,
                    progress=True)
@@ -263,7 +265,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
         p = summary["params"][n]
         print(f"{n:6s} {p['mean']:.4f} [{p['q05']:.4f}, {p['q95']:.4f}]")
     if a.at:
-        pred = f.predict_table(read_table(a.at), quantiles=quantiles)
+        pred = f.predict_table(at, quantiles=quantiles)
         for row in pred.to_dict(orient="records"):  # plain Python numbers, not np.float64
             print(", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in row.items()))
@@ -360,6 +362,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--draws", type=int, default=1000)
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--allow-bad", action="store_true", help="exit 0 despite bad diagnostics")
+    n.add_argument("--force", action="store_true", help="overwrite an existing fit in --out")
     n.set_defaults(func=_cmd_nested)
 
     r = sub.add_parser("report", help="self-contained HTML report of one or more fits")
