@@ -320,8 +320,11 @@ def _cmd_next(a: argparse.Namespace) -> int:
                                                   float_format=lambda v: f"{v:.4g}"))
     print(f"expected 90% width at the target: {design.width90(design.sd_now):.4g} -> "
           f"{design.width90(design.sd_after):.4g}")
-    atomic_write_text(out, design.sweep_spec(like))
-    print(f"wrote {out} (datalaws sweep run {out})")
+    run_mix = a.mixture or _like_mixture(like)
+    atomic_write_text(out, design.sweep_spec(like, mixture=run_mix))
+    print(f"wrote {out} (datalaws sweep run {out})"
+          + (f"; runs train on mixture {run_mix}" if run_mix else
+             "; give the runs a mixture (--mixture or a --like spec with one)"))
     return 0
 
 
@@ -337,6 +340,18 @@ def _like_spec(path: str | None) -> dict | None:
         return tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"--like {path}: invalid TOML ({e})") from None
+
+
+def _like_mixture(like: dict | None) -> str | None:
+    """The training mixture of the --like spec: its default, else its grid's first."""
+    if not like:
+        return None
+    mix = (like.get("defaults") or {}).get("mixture") or (like.get("grid") or {}).get("mixture")
+    if isinstance(mix, list):
+        mix = mix[0] if mix else None
+    if isinstance(mix, dict):
+        mix = ",".join(f"{k}={v}" for k, v in mix.items())
+    return mix
 
 
 def _store_vocab(store: str | None) -> int | None:

@@ -35,10 +35,10 @@ import pandas as pd
 from datalaws.fit.api import FitResult, predictive_draws
 from datalaws.fit.trust import discrepancy_var, extrapolation_distance, trained_range
 
-__all__ = ["Design", "next_runs", "candidate_grid", "Z90"]
+__all__ = ["Design", "next_runs", "candidate_grid", "chinchilla_grid", "Z90"]
 
 Z90 = 1.6448536269514722  # the 90% central interval is +-Z90 sd on the log scale
-TOKENS_PER_PARAM = (5.0, 10.0, 20.0, 40.0, 80.0)
+TOKENS_PER_PARAM = (2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
 @dataclasses.dataclass
@@ -65,9 +65,10 @@ class Design:
                 "width90_after": self.width90(self.sd_after),
                 "runs": self.runs.to_dict(orient="records")}
 
-    def sweep_spec(self, like: Mapping | None = None) -> str:
+    def sweep_spec(self, like: Mapping | None = None, mixture: str | None = None) -> str:
         """A sweep spec (TOML) with one [[runs]] table per pick; ``like``: an existing spec
-        whose ``out`` and [defaults] (data store, seq_len, tasks, ...) the runs share."""
+        whose ``out`` and [defaults] (data store, seq_len, tasks, ...) the runs share;
+        ``mixture``: the training mixture of runs whose law does not choose one."""
         like = dict(like or {})
         t = self.target
         lines = [f"# datalaws next: the runs that most narrow the 90% interval at "
@@ -91,8 +92,9 @@ class Design:
             else:
                 lines.append(f"# no preset: a model of {r['params']:.4g} parameters")
             lines.append(f"tokens = {int(round(r['tokens']))}")
-            if isinstance(r.get("mixture"), str) and r["mixture"]:
-                lines.append(f"mixture = {_toml(r['mixture'])}")
+            mix = r.get("mixture") if isinstance(r.get("mixture"), str) else ""
+            if mix or mixture:
+                lines.append(f"mixture = {_toml(mix or mixture)}")
         return "\n".join(lines) + "\n"
 
 
@@ -116,14 +118,14 @@ def candidate_grid(result: FitResult, budget: float, target_params: float, *,
                    tokens_per_param: Sequence[float] = TOKENS_PER_PARAM,
                    mixtures: Sequence[Mapping[str, float] | None] = (None,)) -> pd.DataFrame:
     """Runs one could train next: sizes from the smallest trained one up to the target (the
-    given presets, else 3 per decade) x tokens per parameter x mixtures, each within budget."""
+    given presets, else 4 per decade) x tokens per parameter x mixtures, each within budget."""
     n_lo, _ = trained_range(result, "N")
     if sizes:
         named = [(k, float(v)) for k, v in sizes.items() if n_lo * 0.999 <= v <= target_params]
     else:
         decades = max(np.log10(target_params / n_lo), 0.34)
         named = [(None, float(n)) for n in np.geomspace(n_lo, target_params,
-                                                         int(np.ceil(3 * decades)) + 1)]
+                                                         int(np.ceil(4 * decades)) + 1)]
     rows = [{"preset": name, "params": n, "tokens": r * n, "tokens_per_param": r,
              "flops": 6.0 * n * r * n, "mixture": _mix_text(m), "mix_dict": m}
             for name, n in named for r in tokens_per_param for m in mixtures]
@@ -245,3 +247,26 @@ def next_runs(result: FitResult, budget: float, target_params: float, target_tok
     return Design(target=tgt, budget=float(budget), runs=runs,
                   candidates=cands.sort_values("var_reduction_per_eflop", ascending=False),
                   sd_now=float(sds[0]), sd_after=float(sds[-1]), rule=rule)
+
+
+def chinchilla_grid(budget: float, n_min: float, *, sizes: int = 4,
+                    tokens_per_param: Sequence[float] = (10.0, 20.0, 40.0)) -> pd.DataFrame:
+    """The reference design, a Chinchilla-style grid: ``sizes`` sizes log-spaced from
+    ``n_min`` (e.g. the next size above the trained ones) x ``tokens_per_param`` ratios, the
+    largest size chosen so that all runs cost ``budget`` FLOPs together."""
+    ratios = np.asarray(tokens_per_param, dtype=np.float64)
+
+    def cost(n_top: float) -> float:
+        n = np.geomspace(n_min, n_top, sizes)
+        return float(np.sum(6 * ratios[None, :] * n[:, None] ** 2))
+
+    if cost(n_min) > budget:
+        raise ValueError(f"a grid of {sizes} sizes from {n_min:.3g} parameters costs more than "
+                         f"{budget:.3g} FLOPs")
+    lo, hi = n_min, n_min * 1e6
+    for _ in range(200):  # bisection on the largest size
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid)
+    n = np.repeat(np.geomspace(n_min, lo, sizes), len(ratios))
+    r = np.tile(ratios, sizes)
+    return pd.DataFrame({"params": n, "tokens": r * n, "flops": 6 * r * n ** 2})
