@@ -136,3 +136,31 @@ def test_sigkill_at_random_points_then_resume_matches(reference, tmp_path):
     c = _cfg(save_every=2)
     assert train(c, {"train": STREAM}, run, eod=0, progress=False) == 0
     np.testing.assert_array_equal(_losses(run), _losses(reference))
+
+
+def test_sweep_interrupt_stops_its_runs_with_checkpoints(tmp_path):
+    from datalaws.data.store import embedded_corpus, prepare_domain, train_tokenizer
+    from datalaws.launch.sweep import expand, load_spec, run_state
+
+    store = tmp_path / "store"
+    docs = embedded_corpus(max_docs=3)["code"]
+    train_tokenizer(docs, 300, store / "tokenizer.json")
+    prepare_domain(store, "code", docs, progress=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[defaults]\ndata = "{store}"\nmixture = "code=1"\nseq_len = 64\n'
+                    'batch = 8\nsave_every = 2\n[grid]\npreset = ["tiny"]\ntokens = [1e6]\n')
+    (run,) = expand(load_spec(spec))
+    p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "sweep", "run", str(spec),
+                          "--parallel", "1"], stderr=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, text=True)
+    t0 = time.time()
+    while not ((run.out / "checkpoints").exists()
+               and any(x.name.isdigit() for x in (run.out / "checkpoints").iterdir())):
+        assert p.poll() is None and time.time() - t0 < 600, p.stderr.read()
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=300) == 130
+    last = p.stderr.read().strip().splitlines()[-1]
+    assert last.startswith("interrupted (SIGTERM): datalaws sweep run"), last
+    assert (run.out / "preempted.json").exists() and not (run.out / "failed.json").exists()
+    assert run_state(run)["state"] == "partial"  # a relaunch resumes it
