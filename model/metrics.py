@@ -84,8 +84,10 @@ class RunLogger:
         if not self.active:
             return
         if wandb:  # checked first: a missing optional package must not leave files behind
-            self._wandb = _open_wandb(self.run_dir, run_id, config or {})
+            require_wandb()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if wandb:
+            self._wandb = _open_wandb(self.run_dir, run_id, config or {})
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a")
         from tensorboardX import SummaryWriter
 
@@ -230,7 +232,6 @@ def require_wandb() -> None:
 
 
 def _open_wandb(run_dir: Path, run_id: str, config: Mapping):
-    require_wandb()
     import wandb
 
     # offline: nothing leaves the machine; `wandb sync RUN_DIR/wandb/offline-run-*` uploads
