@@ -23,10 +23,10 @@ def run_from_dict(cfg: dict) -> int:
     missing = required - set(cfg)
     if missing:
         raise ValueError(f"train config is missing {sorted(missing)}")
-    _check_config(cfg)  # numbers, preset, store and run folder: refuse before any work
     from datalaws.model.metrics import parse_profile_steps, require_wandb
 
     profile_steps = parse_profile_steps(cfg.get("profile_steps"))  # bad input: fail first
+    _check_config(cfg)  # numbers, preset, store and run folder: refuse before any work
     if cfg.get("wandb"):
         require_wandb()
     mixture = cfg.get("mixture") or {}
