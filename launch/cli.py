@@ -20,7 +20,24 @@ def _cmd_plan(a):
         print(f"{r.run_id}  {c.get('preset'):>6}  {c['tokens']:>12,d} tok  {c.get('mixture')}")
     print(f"{len(runs)} runs, {total:.3g} FLOPs, "
           f"{total / (PEAK_BF16['h100'] * a.mfu) / 3600:.3g} H100-hours at MFU {a.mfu}")
-    return 0
+    return _check_topology(runs, a.topology) if a.topology else 0
+
+
+def _check_topology(runs, topology: str) -> int:
+    """Compile every distinct step for the topology; refuse (exit 1) if one does not fit."""
+    from datalaws.launch.sweep import preflight_runs
+    from datalaws.model.preflight import fits, format_report
+
+    results = preflight_runs(runs, topology)
+    for r in results:
+        print(format_report(r))
+    bad = [r for r in results if not fits(r)]
+    for r in bad:
+        print(f"refused: {r['preset']} batch {r['batch']}x{r['seq_len']} needs "
+              f"{r['memory']['peak'] / 2**30:.1f} GiB per device, {topology} has "
+              f"{r['hbm_bytes'] / 2**30:.1f} GiB ({len(r['runs'])} runs); use grad_accum, "
+              "remat = \"dots\" or a larger mesh", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _flops_per_token(c) -> float:
@@ -144,6 +161,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("plan", help="list runs, FLOPs and GPU-hours")
     p.add_argument("spec")
     p.add_argument("--mfu", type=float, default=0.45)
+    p.add_argument("--topology", help="compile each run's step for this TPU/GPU topology "
+                   "(v5e:2x2, v5p:2x2x4, h100x8, ...) and refuse the sweep if one does not fit")
     p.set_defaults(func=_cmd_plan)
     r = ssub.add_parser("run", help="run the sweep locally (skips finished runs)")
     r.add_argument("spec")

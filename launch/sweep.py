@@ -35,7 +35,7 @@ from pathlib import Path
 
 from datalaws.records import parse_mixture
 
-__all__ = ["Run", "load_spec", "expand", "run_local", "status", "run_state"]
+__all__ = ["Run", "load_spec", "expand", "run_local", "status", "run_state", "preflight_runs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,3 +238,30 @@ def status(runs: list[Run], queued: dict[str, dict] | None = None) -> list[dict]
         rows.append(st | {"preset": r.config.get("preset"), "tokens": r.config.get("tokens"),
                           "steps": steps, "mixture": r.config.get("mixture")})
     return rows
+
+
+def _shape(cfg: dict) -> tuple:
+    """What decides a run's compiled step: model, batch, context, accumulation, mesh."""
+    from datalaws.model.sharding import MESH_AXES, parse_mesh
+
+    mesh = parse_mesh(cfg.get("mesh"))
+    return (cfg.get("preset"), int(cfg.get("batch", 8)), int(cfg.get("seq_len", 128)),
+            int(cfg.get("grad_accum", 1)), str(cfg.get("remat", "none")),
+            None if mesh is None else ",".join(f"{a}={n}" for a, n in zip(MESH_AXES, mesh)),
+            cfg.get("dtype", "bfloat16"), int(cfg.get("vocab", 32768)))
+
+
+def preflight_runs(runs: list[Run], topology: str) -> list[dict]:
+    """Compile each distinct train step of the sweep for ``topology`` (``datalaws
+    preflight``, without the hardware); one result per shape, with the run ids it covers."""
+    from datalaws.model.preflight import run_preflight
+
+    shapes: dict[tuple, list[str]] = {}
+    for r in runs:
+        shapes.setdefault(_shape(r.config), []).append(r.run_id)
+    out = []
+    for (preset, batch, seq_len, accum, remat, mesh, dtype, vocab), ids in shapes.items():
+        res = run_preflight(topology, preset, batch=batch, seq_len=seq_len, grad_accum=accum,
+                            remat=remat, mesh=mesh, dtype=dtype, vocab=vocab)
+        out.append(res | {"runs": ids})
+    return out

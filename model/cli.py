@@ -8,7 +8,6 @@ import json
 import tomllib
 from pathlib import Path
 
-from datalaws.model.sharding import parse_mesh
 from datalaws.records import parse_mixture
 
 __all__ = ["register_cli", "run_from_dict"]
@@ -48,7 +47,7 @@ def run_from_dict(cfg: dict) -> int:
     c = TrainConfig(model=model, tokens=int(float(cfg["tokens"])), batch=int(cfg.get("batch", 8)),
                     lr=float(cfg.get("lr", 3e-3)), mixture=mixture, seed=int(cfg.get("seed", 0)),
                     run_id=cfg.get("run_id", "run"), save_every=int(cfg.get("save_every", 50)),
-                    mesh=parse_mesh(cfg.get("mesh")),  # None: fsdp over all devices
+                    mesh=_mesh(cfg.get("mesh")),  # None: fsdp over all devices
                     unique_tokens=(int(float(cfg["unique_tokens"])) if cfg.get("unique_tokens")
                                    else None), grad_accum=int(cfg.get("grad_accum", 1)),
                     eval_mix=eval_mix, **_eval_and_schedule(cfg))
@@ -235,6 +234,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     from datalaws.model.preflight import register_cli as register_preflight
 
     register_preflight(sub)
+
+
+def _mesh(v):
+    from datalaws.model.sharding import parse_mesh  # jax loads only when training
+
+    return parse_mesh(v)
 
 
 def _remat(v) -> bool | str:

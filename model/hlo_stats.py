@@ -102,9 +102,23 @@ def _counts(comps: dict, entry: str) -> tuple[dict[str, float], bool]:
     return count, unknown
 
 
-def _dot_flops(typ: str, rest: str) -> float:
+def _operands(rest: str, types: dict[str, str]) -> list[tuple[str, tuple[int, ...]]]:
+    """Shapes of an instruction's operands, printed inline or looked up by name."""
+    inside = rest.split("(", 1)[1].split(")", 1)[0] if "(" in rest else ""
+    out = []
+    for arg in inside.split(","):
+        arg = arg.strip()
+        shapes = _shapes(arg)
+        if shapes:
+            out.append(shapes[0])
+        elif arg.lstrip("%") in types:
+            out += _shapes(types[arg.lstrip("%")])[:1]
+    return out
+
+
+def _dot_flops(typ: str, rest: str, types: dict[str, str]) -> float:
     out = _shapes(typ)
-    operands = _shapes(rest.split(")", 1)[0])
+    operands = _operands(rest, types)
     m = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
     if not out or not operands or not m:
         return 0.0
@@ -113,10 +127,10 @@ def _dot_flops(typ: str, rest: str) -> float:
     return 2.0 * math.prod(out[0][1]) * contract
 
 
-def _gemm_flops(typ: str, rest: str) -> float:
+def _gemm_flops(typ: str, rest: str, types: dict[str, str]) -> float:
     """cuBLAS gemm custom call: dimension numbers live in its backend_config."""
     m = re.search(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]', rest)
-    operands = _shapes(rest.split(")", 1)[0])
+    operands = _operands(rest, types)
     out = _shapes(typ)
     if not m or not operands or not out:
         return 0.0
@@ -125,9 +139,9 @@ def _gemm_flops(typ: str, rest: str) -> float:
     return 2.0 * math.prod(out[0][1]) * math.prod(lhs[d] for d in dims)
 
 
-def _fmha_flops(target: str, rest: str) -> float:
+def _fmha_flops(target: str, rest: str, types: dict[str, str]) -> float:
     """cuDNN fused attention: 4*B*H*T*S*K forward (QK^T and PV), 2.5x that backward."""
-    operands = _shapes(rest.split(")", 1)[0])
+    operands = _operands(rest, types)
     if len(operands) < 2:
         return 0.0
     q, k = operands[0][1], operands[1][1]  # [B, T, H, K] and [B, S, H, K]
@@ -141,6 +155,7 @@ def hlo_stats(text: str, seq_len: int) -> dict:
     """FLOPs, collectives {kind: {count, bytes}} and attention batch of one device's program."""
     comps, entry = _parse(text)
     count, unknown = _counts(comps, entry)
+    types = {name: typ for instrs in comps.values() for name, typ, _, _ in instrs}
     flops = 0.0
     coll = {k: {"count": 0.0, "bytes": 0.0} for k in COLLECTIVES}
     score_batches: set[int] = set()
@@ -150,17 +165,17 @@ def hlo_stats(text: str, seq_len: int) -> dict:
             continue
         for _, typ, op, rest in instrs:
             if op == "dot":
-                flops += n * _dot_flops(typ, rest)
+                flops += n * _dot_flops(typ, rest, types)
             elif op == "custom-call":
                 target = re.search(r'custom_call_target="([^"]+)"', rest)
                 target = target.group(1) if target else ""
                 if "gemm" in target or "matmul" in target:
-                    flops += n * _gemm_flops(typ, rest)
+                    flops += n * _gemm_flops(typ, rest, types)
                 elif "fmha" in target or "cudnn$fmha" in target:
-                    flops += n * _fmha_flops(target, rest)
+                    flops += n * _fmha_flops(target, rest, types)
             base = op[:-6] if op.endswith("-start") else op
             if base in coll and not op.endswith("-done"):
-                shapes = _shapes(typ) + _shapes(rest.split(")", 1)[0])
+                shapes = _shapes(typ) + _operands(rest, types)
                 coll[base]["count"] += n
                 coll[base]["bytes"] += n * max((_nbytes(*s) for s in shapes), default=0)
             for _, dims in _shapes(typ):

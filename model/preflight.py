@@ -35,7 +35,8 @@ _PER_DEVICE = {"tpu v5e": 2, "tpu v4": 4, "tpu v6e": 4, "tpu v5p": 16, "h100": 4
 
 
 def _platform(topology: str) -> str:
-    return "gpu" if topology.lower().startswith(("h100", "gpu:")) else "tpu"
+    t = topology.lower()
+    return "cpu" if t == "cpu" else "gpu" if t.startswith(("h100", "gpu:")) else "tpu"
 
 
 def topology_devices(topology: str) -> list:
@@ -43,6 +44,10 @@ def topology_devices(topology: str) -> list:
     from jax.experimental import topologies
 
     t = topology.lower()
+    if t == "cpu":  # this process's CPU devices: the same partitioner, checked in tests
+        import jax
+
+        return jax.devices("cpu")
     if _platform(t) == "tpu":
         return list(topologies.get_topology_desc(platform="tpu", topology_name=t).devices)
     if t.startswith("h100x"):
@@ -59,6 +64,16 @@ def default_batch(kind: str, n_devices: int) -> int:
     return _PER_DEVICE.get(canonical(kind) or "", 4) * n_devices
 
 
+def _options(topology: str, preset: str, **options) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    a = p.parse_args(["--topology", topology, "--preset", preset])
+    for k, v in options.items():
+        if v is not None:
+            setattr(a, k, v)
+    return a
+
+
 def _train_config(a: argparse.Namespace, devices: list):
     from datalaws.model.sharding import parse_mesh
     from datalaws.model.train import TrainConfig
@@ -72,8 +87,10 @@ def _train_config(a: argparse.Namespace, devices: list):
                        grad_accum=a.grad_accum, mesh=parse_mesh(a.mesh))
 
 
-def preflight(a: argparse.Namespace) -> dict:
-    """Compile the train step for ``a.topology`` and measure it (runs in the plugin's venv)."""
+def preflight(topology: str, preset: str, **options) -> dict:
+    """Compile the train step for ``topology`` and measure it, in this process (which must
+    have the platform's compiler and JAX_PLATFORMS=cpu; see ``run_preflight``)."""
+    a = _options(topology, preset, **options)
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding
@@ -152,10 +169,14 @@ def _flops(compiled, c, n_devices: int) -> dict:
     stats = hlo_stats(compiled.as_text(), c.model.seq_len)
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
-    per_device = float(cost.get("flops", 0.0)) or stats["flops"]
+    # XLA's cost analysis counts a while body once (the grad-accumulation scan), so the
+    # HLO count, which multiplies by known trip counts, is preferred when it found matmuls
+    exact = stats["flops"] > 0 and not stats["trip_count_unknown"]
+    per_device = stats["flops"] if exact else float(cost.get("flops", 0.0)) or stats["flops"]
     model_flops = flops_per_token(c.model) * c.batch * c.model.seq_len
     seconds = float(cost.get("optimal_seconds", 0.0) or 0.0)
     return {"flops_per_device": per_device, "hlo_flops_per_device": stats["flops"],
+            "cost_flops_per_device": float(cost.get("flops", 0.0)),
             "model_flops": model_flops,
             "flops_ratio": per_device * n_devices / model_flops,
             "collectives": stats["collectives"], "score_batches": stats["score_batches"],
@@ -181,10 +202,24 @@ def run_preflight(topology: str, preset: str, **options) -> dict:
     """Compile in a subprocess with the platform's compiler and return the measurements.
 
     ``options``: batch, seq_len, vocab, grad_accum, remat, mesh, dtype, attention (as the
-    CLI flags). TPU compiles are serialised: libtpu allows one process at a time."""
+    CLI flags). TPU compiles are serialised: libtpu allows one process at a time. Results
+    are kept for the life of the process (a sweep's shapes repeat)."""
+    key = json.dumps([topology, preset, sorted((k, str(v)) for k, v in options.items()
+                                               if v is not None)])
+    if key not in _RESULTS:
+        _RESULTS[key] = _compile_elsewhere(topology, preset, **options)
+    return _RESULTS[key]
+
+
+_RESULTS: dict[str, dict] = {}
+
+
+def _compile_elsewhere(topology: str, preset: str, **options) -> dict:
     import fcntl
 
     platform = _platform(topology)
+    if platform == "cpu":
+        return preflight(topology, preset, **options)
     args = [_python_for(platform), "-m", "datalaws.model.preflight", "--json",
             "--topology", topology, "--preset", preset]
     for k, v in options.items():
@@ -206,7 +241,8 @@ def run_preflight(topology: str, preset: str, **options) -> dict:
 
 
 def fits(r: dict) -> bool:
-    return r["hbm_bytes"] is not None and r["memory"]["peak"] <= r["hbm_bytes"]
+    """Peak memory per device within the chip's HBM (CPU: no limit known, always True)."""
+    return r["hbm_bytes"] is None or r["memory"]["peak"] <= r["hbm_bytes"]
 
 
 def _collectives_line(coll: dict) -> str:
@@ -220,7 +256,7 @@ def format_report(r: dict) -> str:
     m, p = r["memory"], r["partitioning"]
     mesh = ",".join(f"{k}={v}" for k, v in r["mesh"].items())
     hbm = r["hbm_bytes"]
-    verdict = "fits" if fits(r) else "DOES NOT FIT"
+    verdict = ("HBM unknown" if hbm is None else "fits" if fits(r) else "DOES NOT FIT")
     split = r["mesh"]["data"] * r["mesh"]["fsdp"]
     lines = [
         f"preflight {r['preset']} on {r['topology']} ({r['devices']} x {r['device_kind']}), "
@@ -284,9 +320,10 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m datalaws.model.preflight")
     add_arguments(p)
     p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
+    a = vars(p.parse_args(argv))
+    a.pop("json")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    print(json.dumps(preflight(a)), flush=True)
+    print(json.dumps(preflight(a.pop("topology"), a.pop("preset"), **a)), flush=True)
     return 0
 
 

@@ -50,6 +50,7 @@ RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("mlp", "tensor"),  # SwiGLU width F
     ("vocab", "tensor"),  # vocabulary V (output projection, embedding rows, logits)
     ("norm", None),  # RMSNorm scales: small, replicated
+    ("layers", None),  # the stacked blocks' leading axis (scanned, never split)
 )
 _RULES = dict(RULES)
 

@@ -40,6 +40,7 @@ class ModelConfig:
     # only), "dots" (save matmul outputs, recompute attention and elementwise ops)
     remat: bool | str = False
     attention: str = "auto"  # "auto" (cudnn on GPU for bf16/fp16, else xla), "cudnn", "xla"
+    scan_layers: bool = True  # one compiled block scanned over the stacked layers
 
     PRESET_SHAPES: ClassVar[dict[str, tuple[int, int, int]]] = {
         # name: (d_model, n_layers, n_heads); d_ff = 8/3 d_model rounded to 64
@@ -221,7 +222,7 @@ class Transformer(nnx.Module):
         self.c = c
         self.embed = nnx.Embed(c.vocab, c.d_model, dtype=jnp.dtype(c.dtype), rngs=rngs,
                                embedding_init=_init(("vocab", "embed")))
-        self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+        self.blocks = _stacked_blocks(c, rngs)  # every parameter gains a leading layer axis
         self.norm = _norm(c.d_model, jnp.dtype(c.dtype), rngs)
         if not c.tied:
             self.unembed = nnx.Linear(c.d_model, c.vocab, use_bias=False,
@@ -238,15 +239,27 @@ class Transformer(nnx.Module):
                 else attention_impl("auto", self.c.dtype))
         T = tokens_BT.shape[1]
         positions_T = jnp.arange(T) if positions_T is None else positions_T
-        x_BTD = constrain(self.embed(tokens_BT), RESIDUAL)
+        x_BTD = self._embed(tokens_BT)
         policy = REMAT_POLICIES[self.c.remat]
-        for block in self.blocks:
-            if policy is None:
-                x_BTD = block(x_BTD, positions_T, impl, segments_BT)
-            else:
-                x_BTD = nnx.remat(lambda b, x: b(x, positions_T, impl, segments_BT),
-                                  policy=_POLICY[policy])(block, x_BTD)
+
+        # a plain lax.scan over the stacked state (not nnx.scan): the model may be a closure
+        # of an outer trace (generation loops), which nnx's transforms refuse
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def body(x_BTD: jax.Array, layer) -> tuple[jax.Array, None]:
+            return nnx.merge(graphdef, layer)(x_BTD, positions_T, impl, segments_BT), None
+
+        if policy is not None:
+            body = jax.checkpoint(body, policy=_POLICY[policy], prevent_cse=False)
+        x_BTD, _ = jax.lax.scan(body, x_BTD, stacked,
+                                unroll=1 if self.c.scan_layers else self.c.n_layers)
         return self._logits(x_BTD)
+
+    def _embed(self, tokens_BT: jax.Array) -> jax.Array:
+        # the table is gathered whole (as FSDP gathers every weight) and rows are looked up
+        # locally: a lookup into a sharded table trades rows with all-to-alls and permutes
+        table_VD = constrain(self.embed.embedding[...].astype(self.c.dtype), (None, None))
+        return constrain(jnp.take(table_VD, tokens_BT, axis=0), RESIDUAL)
 
     def _logits(self, x_BTD: jax.Array) -> jax.Array:
         x_BTD = self.norm(x_BTD)
@@ -256,18 +269,33 @@ class Transformer(nnx.Module):
             logits_BTV = self.unembed(x_BTD)
         return constrain(logits_BTV.astype(jnp.float32), ("batch", "sequence", "vocab"))
 
-    def init_cache(self, batch: int, length: int) -> list[tuple[jax.Array, jax.Array]]:
-        """Empty per-layer (keys, values) caches for ``length`` positions."""
+    def init_cache(self, batch: int, length: int) -> tuple[jax.Array, jax.Array]:
+        """Empty (keys, values) caches [L, B, S, H, K] for ``length`` positions."""
         c = self.c
-        shape = (batch, length, c.n_heads, c.head_dim)
-        return [(jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype))
-                for _ in range(c.n_layers)]
+        shape = (c.n_layers, batch, length, c.n_heads, c.head_dim)
+        return jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype)
 
-    def decode(self, tokens_BT: jax.Array, start: jax.Array, caches: list) -> tuple:
+    def decode(self, tokens_BT: jax.Array, start: jax.Array, caches: tuple) -> tuple:
         """Logits for tokens at positions ``start ..``, reading and extending ``caches``."""
-        x_BTD = self.embed(tokens_BT)
-        new = []
-        for block, cache in zip(self.blocks, caches):
-            x_BTD, cache = block.decode(x_BTD, start, cache)
-            new.append(cache)
-        return self._logits(x_BTD), new
+
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def body(x_BTD: jax.Array, layer_and_cache: tuple) -> tuple:
+            layer, cache = layer_and_cache
+            return nnx.merge(graphdef, layer).decode(x_BTD, start, cache)
+
+        x_BTD, caches = jax.lax.scan(body, self.embed(tokens_BT), (stacked, caches))
+        return self._logits(x_BTD), caches
+
+
+def _stacked_blocks(c: ModelConfig, rngs: nnx.Rngs) -> Block:
+    """n_layers blocks as one Block whose parameters are stacked [L, ...] (logical axis
+    "layers"), so the forward pass scans one compiled block over them."""
+
+    @nnx.split_rngs(splits=c.n_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, axis_size=c.n_layers,
+              transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make(rngs: nnx.Rngs) -> Block:
+        return Block(c, rngs=rngs)
+
+    return make(rngs)

@@ -43,7 +43,8 @@ def test_cached_logits_equal_forward_pass(model):
     for t in range(5, 12):
         logits, caches = model.decode(tokens[:, t:t + 1], jnp.int32(t), caches)
         steps.append(logits)
-    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-4)
+    # float32 roundoff of two summation orders, on logits up to ~23 (weights x 8)
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=5e-4)
 
 
 def test_top_p_samples_only_the_nucleus_in_proportion():
