@@ -168,12 +168,13 @@ def _score(y: np.ndarray, kind: str, q: float | None, sign: float) -> np.ndarray
     return sign * np.quantile(y, q if sign > 0 else 1 - q, axis=0)
 
 
-def _candidates(result: FitResult, budget: float, grid: int, sizes, unique_tokens
-                ) -> tuple[np.ndarray, np.ndarray, list]:
-    """Sizes on a wide log grid (and the presets), each with D = budget / 6N tokens."""
+def _candidates(result: FitResult, budget: float, grid: int, sizes, unique_tokens,
+                edges: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Sizes on a wide log grid with the allowed range's edges (and the presets), each with
+    D = budget / 6N tokens."""
     n_fit = result.scales["N"]
-    Ns = np.geomspace(n_fit / 1e3, n_fit * 1e4, grid)
-    names: list = [None] * grid
+    Ns = np.unique(np.concatenate([np.geomspace(n_fit / 1e3, n_fit * 1e4, grid), edges]))
+    names: list = [None] * len(Ns)
     if sizes:
         Ns = np.concatenate([Ns, list(sizes.values())])
         names += list(sizes)
@@ -202,7 +203,8 @@ def plan(result: FitResult, budget: float, *, objective: str = "mean",
         raise ValueError(f"budget={budget}: FLOPs must be a positive number")
     kind, q = parse_objective(objective)
     trust = allowed_range(result, min_params, max_params)
-    Ns, D, names = _candidates(result, budget, grid, sizes, unique_tokens)
+    Ns, D, names = _candidates(result, budget, grid, sizes, unique_tokens,
+                               (trust["min_params"], trust["max_params"]))
     frame = _frame(result, Ns, D, unique_tokens, mixture, evals)
     y, draws = _metric_draws(result, frame, metric, seed)
     sign = -1.0 if metric.startswith("acc") else 1.0  # minimise loss, maximise accuracy
@@ -295,7 +297,7 @@ def _why(chosen: dict, runner: dict | None, p: float | None, objective: str, met
     better = "lower" if not metric.startswith("acc") else "higher"
     text = (f"{name(chosen)} beats the runner-up {name(runner)}: its {goal} {metric} is "
             f"{better} ({chosen['score'] if better == 'lower' else -chosen['score']:.4g} vs "
-            f"{runner['score'] if better == 'lower' else -runner['score']:.4g}), and it has the "
+            f"{runner['score'] if better == 'lower' else -runner['score']:.4g}); it has the "
             f"{better} {metric} in {100 * p:.0f}% of posterior draws ({in_words(p)})")
     dd = runner["distance"] - chosen["distance"]
     if abs(dd) > 0.05:
@@ -303,7 +305,11 @@ def _why(chosen: dict, runner: dict | None, p: float | None, objective: str, met
                  f"fitted runs (distance {runner['distance']:.2f} vs "
                  f"{chosen['distance']:.2f}), so its interval is "
                  f"{'wider' if dd > 0 else 'narrower'}")
-    if p is not None and p < 0.66:
+    if p < 0.5:
+        text += (f". The runner-up is more often better ({100 * (1 - p):.0f}% of draws) but "
+                 f"its bad cases are worse: the pick is the safer choice the {goal} objective "
+                 "asks for")
+    elif p < 0.66:
         text += "; the two are close: either is a defensible choice"
     return text + (f". Note: {outside}" if outside else "")
 
@@ -330,27 +336,12 @@ def _warnings(result: FitResult, chosen: dict, trust: dict) -> list[str]:
 
 def pool_frontier(result: FitResult, tokens: Sequence[float],
                   unique_tokens: Mapping[str, float], *, seed: int = 0) -> pd.DataFrame:
-    """The quality-quantity trade-off: for each token budget, each pool's predicted loss
-    (repeating its ``unique_tokens`` as often as the budget needs) and the best pool."""
-    pools = [r[2:] for r in result.law.inputs if r.startswith("w.")]
-    if not pools:
-        raise ValueError(f"law {result.law.name!r} has no pools; fit the filtering law")
-    unknown = set(unique_tokens) - set(pools)
-    if unknown:
-        raise ValueError(f"pools {sorted(unknown)} were not in the fit; it has {pools}")
-    cols = result.summary["columns"]
-    rows = []
-    for n in tokens:
-        frame = pd.DataFrame([{cols["n"]: n, cols["repetitions"]: n / u, "pool": p}
-                              for p, u in unique_tokens.items()])
-        draws = predictive_draws(result, frame, seed=seed)["loss_law"]
-        med = np.median(draws, axis=0)
-        best = int(np.argmin(med))
-        p_best = float(np.mean(np.argmin(draws, axis=1) == best))
-        row = {"tokens": n, "best_pool": frame.pool[best], "p_best": p_best}
-        row |= {f"loss_q50.{p}": float(m) for p, m in zip(frame.pool, med)}
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """How much to filter at each budget (filtering-law fits): the best filtering level (the
+    union of the k best pools, ``unique_tokens`` ordered best first) per budget, with its
+    posterior probability of being best. See ``datalaws.fit.filtering.plan_filtering``."""
+    from datalaws.fit.filtering import plan_filtering
+
+    return plan_filtering(result, tokens, unique_tokens, seed=seed).best
 
 
 def budget_from_gpu_hours(hours: float, hardware: str, mfu: float) -> float:

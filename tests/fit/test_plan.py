@@ -66,3 +66,52 @@ def test_bad_inputs():
 def test_continuous_plan_has_no_preset_name():
     p = plan(_posterior(), 1e20, sizes={"s": 1e8})
     assert p.continuous["preset"] is None and p.chosen["preset"] == "s"
+
+
+def _ranged(k=0.0, lo=1e7, hi=3e8):
+    post = _posterior(k=k, x_max_fit=hi)
+    post.summary["ranges"] = {"N": [lo, hi]}
+    post.summary["discrepancy"]["backtest"] = [
+        {"d_lo": 0.0, "d_hi": 1.0, "n": 10, "backtest_cov50": 0.5, "backtest_cov90": 0.9}]
+    return post
+
+
+def test_plans_stay_inside_the_trained_range_and_say_so():
+    # at 1e14 FLOPs the unconstrained optimum (2e6) is below the smallest trained size (1e7)
+    p = plan(_ranged(), 1e14, objective="q90")
+    assert p.trust["min_params"] == 1e7 and p.trust["max_params"] == pytest.approx(3e10)
+    assert p.chosen["params"] >= 1e7 * (1 - 1e-9)
+    assert p.chosen["params"] == pytest.approx(1e7, rel=1e-9)  # the edge nearest the optimum
+    assert p.trust["optimum_outside"] and "below --min-params" in p.trust["optimum_outside"]
+    assert any("below --min-params" in w for w in p.warnings)
+    # every candidate carries its distance: 0 inside the fitted range, growing beyond it
+    c = p.candidates.sort_values("params")
+    assert (c.distance[c.params <= 3e8] == 0).all()
+    assert np.all(np.diff(c.distance[c.params > 3e8]) > 0)
+    wide = plan(_ranged(), 1e14, objective="q90", min_params=1e3, max_params=1e12)
+    assert wide.chosen["params"] < 1e7 and wide.trust["optimum_outside"] is None
+
+
+def test_quantile_objective_is_smooth_and_discrepancy_aware():
+    p = plan(_ranged(k=0.05), 1e21, objective="q90")
+    c = p.candidates[p.candidates.preset.isna()].sort_values("params")
+    q = c.loss_q95.to_numpy()
+    # one valley: the q95 curve falls then rises, without Monte Carlo wiggles
+    turns = np.sum(np.diff(np.sign(np.diff(q))) != 0)
+    assert turns <= 1, turns
+    beyond = c[c.distance > 1]
+    assert (beyond.loss_q95 - beyond.loss_q05).is_monotonic_increasing  # wider with distance
+
+
+def test_runner_up_and_why_in_words():
+    import json
+
+    p = plan(_ranged(k=0.05), 1e21, objective="q90")
+    r = p.runner_up
+    assert r is not None and abs(np.log(r["params"] / p.chosen["params"])) >= np.log(2) - 1e-9
+    assert 0.0 <= p.p_beats_runner_up <= 1.0
+    if p.p_beats_runner_up < 0.5:  # risk-averse: a tighter worst case, said in words
+        assert "safer choice" in p.why
+    d = json.loads(json.dumps(p.to_dict()))  # plain JSON
+    assert d["p_beats_runner_up_words"] in d["why"] and "runner-up" in d["why"]
+    assert d["trust"]["backtest"]["n"] >= 0 and "distance" in d["chosen"]
