@@ -40,12 +40,13 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_diff(saved: dict, now: dict) -> list[str]:
     """``["lr: 0.003 -> 0.01", ...]``: settings that differ (JSON-normalised, so tuples and
-    lists compare equal), leaving out those a resume may change."""
+    lists compare equal), leaving out those a resume may change. A setting known to only one
+    side comes from another datalaws version (a field added with its default), not from the
+    user: the model check at restore still refuses a model that differs."""
     a = _flat(json.loads(json.dumps(saved, default=str)))
     b = _flat(json.loads(json.dumps(now, default=str)))
-    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] not in RESUME_FREE)
-    return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys
-            if a.get(k) != b.get(k)]
+    keys = sorted(k for k in set(a) & set(b) if k.split(".")[0] not in RESUME_FREE)
+    return [f"{k}: {a[k]} -> {b[k]}" for k in keys if a[k] != b[k]]
 
 
 def check_run_dir(run_dir: Path, now: dict, saved_meta) -> None:
