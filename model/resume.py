@@ -45,8 +45,13 @@ def config_diff(saved: dict, now: dict) -> list[str]:
     user: the model check at restore still refuses a model that differs."""
     a = _flat(json.loads(json.dumps(saved, default=str)))
     b = _flat(json.loads(json.dumps(now, default=str)))
-    keys = sorted(k for k in set(a) & set(b) if k.split(".")[0] not in RESUME_FREE)
-    return [f"{k}: {a[k]} -> {b[k]}" for k in keys if a[k] != b[k]]
+    def schema(k: str) -> bool:  # a field of TrainConfig / ModelConfig, not a dict's entry
+        return "." not in k or k.startswith("model.")
+
+    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] not in RESUME_FREE
+                  and ((k in a and k in b) or not schema(k)))
+    return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys
+            if a.get(k) != b.get(k)]
 
 
 def check_run_dir(run_dir: Path, now: dict, saved_meta) -> None:

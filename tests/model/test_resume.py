@@ -75,6 +75,9 @@ def test_config_diff_ignores_tuple_vs_list_and_free_settings():
     a = {"mesh": (1, 1, 1), "lr": 0.1, "keep": 2, "model": {"d_model": 64}}
     assert config_diff(a, a | {"mesh": [1, 1, 1], "keep": 5}) == []
     assert config_diff(a, a | {"model": {"d_model": 32}}) == ["model.d_model: 64 -> 32"]
+    assert config_diff(a, a | {"added_later": 1}) == []  # a field of a newer version
+    assert config_diff(a | {"mixture": {"web": 1.0}}, a | {"mixture": {"code": 1.0}}) == [
+        "mixture.code: (unset) -> 1.0", "mixture.web: 1.0 -> (unset)"]
 
 
 WORKER = """
