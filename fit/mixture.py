@@ -24,9 +24,14 @@ __all__ = ["optimise_mixture", "best_mixture", "eval_weights"]
 
 def optimise_mixture(loss_draws: Callable[[jnp.ndarray], jnp.ndarray], n_domains: int, *,
                      quantile: float | None = None, default: Sequence[float] | None = None,
-                     starts: int = 16, steps: int = 400, lr: float = 0.1, seed: int = 0
-                     ) -> dict:
-    """Minimise ``mean`` (or ``quantile``) of ``loss_draws(r) -> [draws]`` over the simplex."""
+                     starts: int = 16, steps: int = 400, lr: float = 0.1, seed: int = 0,
+                     min_gap: float = 0.1) -> dict:
+    """Minimise ``mean`` (or ``quantile``) of ``loss_draws(r) -> [draws]`` over the simplex.
+
+    Besides the pick, reports the runner-up: the best other candidate (another start's
+    optimum, or a single-domain mixture) at L1 distance >= ``min_gap`` from the pick, and
+    ``p_beats_runner_up``, the posterior probability that the pick's loss is the lower one.
+    """
 
     def objective(z):
         draws = loss_draws(jax.nn.softmax(z))
@@ -49,6 +54,16 @@ def optimise_mixture(loss_draws: Callable[[jnp.ndarray], jnp.ndarray], n_domains
     best = int(jnp.argmin(values))
     r = np.asarray(jax.nn.softmax(zs[best]))
     out = {"mixture": r, "objective": float(values[best])}
+    # runner-up: other optima and the pure domains, far enough from the pick to be a choice
+    cands = np.concatenate([np.asarray(jax.nn.softmax(zs, axis=-1)), np.eye(n_domains)])
+    cands = cands[np.abs(cands - r).sum(axis=1) >= min_gap]
+    if len(cands):
+        vals = [float(objective(jnp.log(jnp.asarray(c) + 1e-12))) for c in cands]
+        second = cands[int(np.argmin(vals))]
+        out["runner_up"] = second
+        out["runner_up_objective"] = float(min(vals))
+        out["p_beats_runner_up"] = float(jnp.mean(loss_draws(jnp.asarray(r))
+                                                  < loss_draws(jnp.asarray(second))))
     if default is not None:
         d = jnp.asarray(default, dtype=jnp.float32)
         out["p_beats_default"] = float(jnp.mean(loss_draws(jnp.asarray(r)) < loss_draws(d)))
@@ -68,16 +83,24 @@ def eval_weights(law: Law, evals: Mapping[str, float] | None) -> dict[str, float
     if unknown:
         raise ValueError(f"evals name {sorted(unknown)}; law {law.name!r} predicts "
                          f"{domains or 'no per-domain losses'}")
-    return {d: float((evals or {}).get(d, 0.0)) for d in domains}
+    out = {d: float((evals or {}).get(d, 0.0)) for d in domains}
+    if domains and (min(out.values()) < 0 or abs(sum(out.values()) - 1) > 0.01):
+        raise ValueError(f"evals {dict(evals)}: weights must be >= 0 and sum to 1 (they are "
+                         "the composition of the validation loss)")
+    return out
 
 
-def best_mixture(result: FitResult, *, params: float, tokens: float,
-                 quantile: float | None = None, default: Mapping[str, float] | None = None,
+def best_mixture(result: FitResult, *, params: float | None = None,
+                 tokens: float | None = None, quantile: float | None = None,
+                 default: Mapping[str, float] | None = None,
                  evals: Mapping[str, float] | None = None, seed: int = 0) -> dict:
-    """The best training mixture under a fitted mixing law at a model size and budget.
+    """The best training mixture under a fitted mixing law (at a model size and token budget
+    when the law has size terms; a law fitted at one size needs neither).
 
     For the per-domain law (``mixing_domains``) ``evals`` gives the composition of the
-    validation loss to minimise, e.g. ``{"web": 0.7, "books": 0.3}``.
+    validation loss to minimise, e.g. ``{"web": 0.7, "books": 0.3}``. The answer carries
+    ``p_beats_runner_up`` (see ``optimise_mixture``) and, with a ``default``,
+    ``p_beats_default``.
     """
     law = result.law
     domains = [r[2:] for r in law.inputs if r.startswith("r.")]
@@ -86,8 +109,13 @@ def best_mixture(result: FitResult, *, params: float, tokens: float,
     weights = eval_weights(law, evals)
     samples = {p.name: jnp.asarray(v) for p, v in
                ((p, result.samples()[p.name]) for p in law.params)}
-    base = {"N": jnp.asarray(params / result.scales["N"]),
-            "D": jnp.asarray(tokens / result.scales["D"])}
+    base = {}
+    for role, value, flag in (("N", params, "params"), ("D", tokens, "tokens")):
+        if role not in law.inputs:
+            continue
+        if value is None or not value > 0:
+            raise ValueError(f"law {law.name!r} has a {role} term: give {flag} > 0")
+        base[role] = jnp.asarray(value / result.scales[role])
     base |= {f"e.{e}": jnp.asarray(w) for e, w in weights.items()}
 
     def loss_draws(r):
@@ -95,6 +123,10 @@ def best_mixture(result: FitResult, *, params: float, tokens: float,
         return law.fn(x, samples)
 
     d = None if default is None else [default.get(k, 0.0) for k in domains]
+    if d is not None and (min(d) < 0 or abs(sum(d) - 1) > 0.01):
+        raise ValueError(f"default mixture {dict(default)} must be proportions summing to 1")
     out = optimise_mixture(loss_draws, len(domains), quantile=quantile, default=d, seed=seed)
     out["mixture"] = dict(zip(domains, map(float, out["mixture"])))
+    if "runner_up" in out:
+        out["runner_up"] = dict(zip(domains, map(float, out["runner_up"])))
     return out

@@ -7,11 +7,14 @@ mixtures. Each stage treats the last one's point estimates as data, so the final
 carries no uncertainty of the stages before it. Here the three laws are one surface,
 
     L(r, N, S) = E(r) + a_m * (N/N0)^-alpha + b_m * (S/S0)^-beta
-    E(r)       = e_mid + m * (exp(t . (r - u)) - 1)                (mixing law, Ye eq. 1)
+    E(r)       = e_mid + (exp(kappa * g) - 1) / kappa,  g = beta_r . (r - u)   (Ye eq. 1)
     log a_m    = mu_a + g_a . (r_m - u) + tau_a * z_a[m]            (partial pooling)
     log b_m    = mu_b + g_b . (r_m - u) + tau_b * z_b[m]
 
 fitted jointly to every point of every loss curve with NUTS (Student-t on log loss). The
+mixing term is Ye's ``c + k exp(t . r)`` sampled by its linear effects ``beta_r`` and its
+curvature ``kappa`` (``t = kappa * beta_r``, ``k`` and ``c`` derived), which removes the ridge
+between k and the size of t that made chains diverge (``datalaws.fit.mixing``). The
 per-mixture size and step coefficients are pooled toward a regression on the mixture, so an
 unseen mixture gets a coefficient drawn from that population (``z ~ N(0, 1)``): its
 prediction carries the uncertainty of all three stages. ``chained_point_fit`` is Ye's
@@ -35,16 +38,18 @@ import pandas as pd
 from numpyro.infer import MCMC, NUTS, init_to_median
 from scipy.optimize import curve_fit, least_squares
 
+from datalaws.fit.mixing import KAPPA_MAX, exp_curve
 from datalaws.fit.table import TableError
 
 __all__ = ["NestedFit", "fit_nested", "chained_point_fit", "nested_model", "simulate_nested",
            "NESTED_TRUTH"]
 
 
-def _mixing_term(r, e_mid, m, t, u):
-    """``E(r) = e_mid + m (exp(t . (r - u)) - 1)``; r [..., D] and t [..., D-1] broadcast
-    (mixtures against one t in the model, one mixture against draws of t in ``predict``)."""
-    return e_mid + m * jnp.expm1(jnp.sum((r - u)[..., 1:] * t, axis=-1))
+def _mixing_term(r, e_mid, kappa, b, u):
+    """``E(r) = e_mid + (exp(kappa g) - 1) / kappa``, ``g = b . (r - u)[1:]``; r [..., D] and
+    b [..., D-1] broadcast (mixtures against one b in the model, one mixture against draws of
+    b in ``predict``)."""
+    return e_mid + exp_curve(jnp.sum((r - u)[..., 1:] * b, axis=-1), kappa)
 
 
 def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studentt"):
@@ -53,8 +58,8 @@ def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studen
     M, D = r_MD.shape
     u = 1.0 / D
     e_mid = numpyro.sample("e_mid", dist.LogNormal(jnp.log(2.0), 0.6))
-    m = numpyro.sample("m", dist.LogNormal(jnp.log(0.3), 1.0))
-    t = numpyro.sample("t", dist.Normal(0.0, 2.0).expand([D - 1]).to_event(1))
+    kappa = numpyro.sample("kappa", dist.Uniform(0.0, KAPPA_MAX))
+    b = numpyro.sample("b_r", dist.Normal(0.0, 1.0).expand([D - 1]).to_event(1))
     alpha = numpyro.sample("alpha", dist.LogNormal(jnp.log(0.35), 0.5))
     beta = numpyro.sample("beta", dist.LogNormal(jnp.log(0.35), 0.5))
     coefs = {}
@@ -66,7 +71,7 @@ def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studen
             z = numpyro.sample(f"z_{c}", dist.Normal(0.0, 1.0))
         coefs[c] = jnp.exp(mu + (r_MD - u)[:, 1:] @ g + tau * z)
     sigma = numpyro.sample("sigma", dist.HalfNormal(0.1))
-    loss = (_mixing_term(r_MD, e_mid, m, t, u)[mix_idx] + coefs["a"][mix_idx]
+    loss = (_mixing_term(r_MD, e_mid, kappa, b, u)[mix_idx] + coefs["a"][mix_idx]
             * jnp.exp(-alpha * logN) + coefs["b"][mix_idx] * jnp.exp(-beta * logS))
     if likelihood == "studentt":
         nu = numpyro.sample("nu", dist.Gamma(2.0, 0.1))
@@ -138,7 +143,7 @@ class NestedFit:
         n = len(s["alpha"])
         rng = np.random.default_rng(seed)
         seen = np.flatnonzero(np.abs(self.mixtures - r).max(1) < 1e-9)
-        out = np.asarray(_mixing_term(r, s["e_mid"], s["m"], s["t"], u))
+        out = np.asarray(_mixing_term(r, s["e_mid"], s["kappa"], s["b_r"], u))
         for c, x, e in (("a", params / self.N0, s["alpha"]), ("b", step / self.S0, s["beta"])):
             z = s[f"z_{c}"][:, seen[0]] if seen.size else rng.standard_normal(n)
             coef = np.exp(s[f"mu_{c}"] + s[f"g_{c}"] @ (r - u)[1:] + s[f"tau_{c}"] * z)
@@ -149,6 +154,28 @@ class NestedFit:
                 eps = rng.standard_t(s["nu"])
             out = out * np.exp(s["sigma"] * eps)
         return out
+
+
+    def predict_table(self, points: pd.DataFrame, *, quantiles: Sequence[float] = (0.05, 0.5,
+                      0.95), seed: int = 0) -> pd.DataFrame:
+        """``points`` (mix.<domain>, params, step) with ``loss_mean`` and ``loss_qNN`` columns;
+        proportions are checked (in [0, 1], summing to 1, no unknown domains)."""
+        from datalaws.fit.mixing import check_mixtures, check_unknown_mix
+
+        check_unknown_mix(points, self.domains, "the points")
+        r = check_mixtures(points, self.domains, where="the points")
+        missing = [c for c in ("params", "step") if c not in points.columns]
+        if missing:
+            raise TableError(f"the points lack column(s) {missing}")
+        rows = []
+        for i, row in enumerate(r.to_dict(orient="records")):
+            draws = self.predict([row[f"mix.{d}"] for d in self.domains], float(row["params"]),
+                                 float(row["step"]), seed=seed + i)
+            out = {"loss_mean": float(draws.mean())}
+            out |= {f"loss_q{round(q * 100):02d}": float(v)
+                    for q, v in zip(quantiles, np.quantile(draws, quantiles))}
+            rows.append(out)
+        return pd.concat([points.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
 def fit_nested(table: pd.DataFrame, *, domains: Sequence[str] | None = None,
@@ -238,7 +265,7 @@ def chained_point_fit(table: pd.DataFrame, *, domains: Sequence[str] | None = No
 
 
 # A known truth for tests and bench/nested.py: 3 domains, sizes and steps like Ye's small runs.
-NESTED_TRUTH = {"e_mid": 1.9, "m": 0.3, "t": [-1.0, 0.8], "alpha": 0.3, "beta": 0.45,
+NESTED_TRUTH = {"e_mid": 1.9, "kappa": 1 / 0.3, "b_r": [-0.3, 0.24], "alpha": 0.3, "beta": 0.45,
                 "mu_a": np.log(0.5), "g_a": [0.4, -0.3], "tau_a": 0.1,
                 "mu_b": np.log(0.4), "g_b": [0.2, 0.3], "tau_b": 0.1, "sigma": 0.006}
 _N_REF, _S_REF = 1e8, 2000.0
@@ -249,7 +276,7 @@ def _true_loss(truth, r, N, S, z_a, z_b):
     u = 1.0 / len(r)
     a = np.exp(truth["mu_a"] + np.dot(truth["g_a"], (r - u)[1:]) + truth["tau_a"] * z_a)
     b = np.exp(truth["mu_b"] + np.dot(truth["g_b"], (r - u)[1:]) + truth["tau_b"] * z_b)
-    e = float(_mixing_term(r, truth["e_mid"], truth["m"], np.asarray(truth["t"]), u))
+    e = float(_mixing_term(r, truth["e_mid"], truth["kappa"], np.asarray(truth["b_r"]), u))
     return e + a * (N / _N_REF) ** -truth["alpha"] + b * (S / _S_REF) ** -truth["beta"]
 
 
@@ -259,7 +286,7 @@ def simulate_nested(seed: int, *, mixtures: int = 8, sizes: Sequence[float] = (2
     """(curve table, ``heldout(r, N, S, rng) -> a noisy loss at a new mixture``)."""
     truth = truth or NESTED_TRUTH
     rng = np.random.default_rng(seed)
-    D = len(truth["t"]) + 1
+    D = len(truth["b_r"]) + 1
     rows = []
     for _ in range(mixtures):
         r = rng.dirichlet(np.ones(D))

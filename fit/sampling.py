@@ -84,7 +84,9 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
     """
     chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
     shape = (len(mask), 1) if mask is not None and np.ndim(mask) == 2 else ()  # per fold
-    init_values = {n: np.full(shape, v) for n, v in (init or {}).items()}
+    # vector parameters (the mixing laws') keep their own trailing shape
+    init_values = {n: np.broadcast_to(np.asarray(v, float), shape + np.shape(v))
+                   for n, v in (init or {}).items()}
     init_values.setdefault("sigma", np.full(shape, 0.02))
     if config.likelihood == "studentt":
         init_values.setdefault("nu", np.full(shape, 10.0))

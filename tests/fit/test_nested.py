@@ -7,7 +7,7 @@ import pytest
 from datalaws.fit.nested import NESTED_TRUTH, chained_point_fit, fit_nested, simulate_nested
 from datalaws.fit.table import TableError
 
-SCALE_FREE = ("e_mid", "m", "t", "alpha", "beta", "g_a", "g_b", "tau_a", "tau_b", "sigma")
+SCALE_FREE = ("e_mid", "kappa", "b_r", "alpha", "beta", "g_a", "g_b", "tau_a", "tau_b", "sigma")
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,8 @@ def fitted():
 
 def test_recovers_the_truth(fitted):
     _, _, f = fitted
+    # the mixing term by linear effects and curvature: no ridge for the sampler to fall off
+    assert int(f.mcmc.get_extra_fields()["diverging"].sum()) == 0
     hits = []
     for name in SCALE_FREE:  # mu_a, mu_b depend on the normalisation, the rest do not
         lo, hi = np.quantile(f.samples[name], [0.05, 0.95], axis=0)
@@ -56,6 +58,21 @@ def test_bad_tables_are_named():
         fit_nested(bad)
 
 
+def test_bad_points_are_named(fitted):
+    import pandas as pd
+
+    _, _, f = fitted
+    with pytest.raises(TableError, match="sum to 2"):
+        f.predict_table(pd.DataFrame({"mix.d0": [1.0], "mix.d1": [1.0], "mix.d2": [0.0],
+                                      "params": [1e9], "step": [100]}))
+    with pytest.raises(TableError, match=r"mix\.zz"):
+        f.predict_table(pd.DataFrame({"mix.d0": [1.0], "mix.d1": [0.0], "mix.d2": [0.0],
+                                      "mix.zz": [0.0], "params": [1e9], "step": [100]}))
+    out = f.predict_table(pd.DataFrame({"mix.d0": [0.2], "mix.d1": [0.3], "mix.d2": [0.5],
+                                        "params": [1e9], "step": [100]}), quantiles=(0.25, 0.75))
+    assert type(out.loss_q25[0].item()) is float and out.loss_q25[0] < out.loss_q75[0]
+
+
 def test_nested_command_writes_fit_and_predictions(tmp_path):
     import json
 
@@ -69,9 +86,10 @@ def test_nested_command_writes_fit_and_predictions(tmp_path):
                   "step": [16000]}).to_csv(tmp_path / "at.csv", index=False)
     code = main(["nested", str(tmp_path / "curves.csv"), "--at", str(tmp_path / "at.csv"),
                  "--out", str(tmp_path / "n"), "--warmup", "200", "--draws", "200",
-                 "--allow-bad"])
+                 "--allow-bad", "--quantiles", "0.1,0.5,0.9"])
     assert code == 0
     pred = pd.read_csv(tmp_path / "n" / "predictions.csv")
-    assert pred.loss_q05[0] < pred.loss_q50[0] < pred.loss_q95[0]
+    assert pred.loss_q10[0] < pred.loss_q50[0] < pred.loss_q90[0]
+    assert "np.float64" not in (tmp_path / "n" / "summary.json").read_text()
     assert (tmp_path / "n" / "posterior.nc").exists()
     assert "alpha" in json.loads((tmp_path / "n" / "summary.json").read_text())["params"]

@@ -1,0 +1,252 @@
+"""Data mixing laws on real and simulated sweeps: the posterior (NUTS) vs the paper's Huber
+least-squares fit (``--method point``), each case in its own process (peak RSS measured by
+the parent with ``wait4``, with the case's CPU seconds; wall time of each fit inside the
+child). Wall times are inflated by whatever else the machine runs; compare the two methods
+within a run, and read ``cpu_s`` (both fits) for the cost on free cores.
+
+Real: RegMix (../shared/data/regmix_1m.csv; 512 train / 256 test mixtures of 17 Pile domains,
+13 validation losses). The per-domain law is fitted on the train split, Pile-CC loss is
+predicted for the test split (Spearman, MAE, 90% coverage); the 1M fit then ranks the
+mixtures trained at 60M and 1B (rank correlation of predicted 1M loss with the observed loss
+there; beside it, the observed 1M test loss against the 60M one, the ceiling of any 1M
+model).
+
+Simulated: one-size per-domain sweeps with 2, 5 and 20 domains (as many evaluation domains as
+training domains up to 5, 20 x 20 for the big one), a 3-size sweep (joint form) and an
+implicit two-latent sweep, with known parameters: coverage of the true effects (recovery),
+held-out 90% coverage, median |error| of NUTS vs least squares.
+
+Usage: python bench/mixing.py [case ...]   (default: every case; `--quick` shorter chains)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CASES = ("regmix", "regmix_pile_cc", "regmix_implicit", "sim2", "sim5", "sim20", "sim_sizes",
+         "sim_implicit")
+QUICK = "--quick" in sys.argv
+
+
+def _config():
+    from datalaws.fit import FitConfig
+
+    if QUICK:
+        return FitConfig(chains=4, warmup=300, draws=300, progress=False)
+    return FitConfig(chains=4, warmup=500, draws=500, progress=False)
+
+
+def _metrics(pred, y) -> dict:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    med = pred["loss_law_q50"].to_numpy()
+    return {"spearman": float(spearmanr(med, y)[0]), "mae": float(np.mean(np.abs(med - y))),
+            "median_err": float(np.median(np.abs(med - y))),
+            "cov90": float(np.mean((pred["loss_q05"] <= y) & (y <= pred["loss_q95"]))),
+            "finite": bool(np.isfinite(pred.filter(like="loss").to_numpy()).all())}
+
+
+def _fit_both(train, law, test_points, y, **kw) -> dict:
+    from datalaws.fit import fit, predict
+
+    out = {}
+    for method in ("nuts", "point"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = fit(train, law, config=_config(), discrepancy="none", method=method, **kw)
+        out[method] = _metrics(predict(r, test_points), y) | {
+            "fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "law": r.law.name,
+            "diagnostics": r.summary["diagnostics"]["failures"] or "ok"}
+        out[method]["_result"] = r
+    return out
+
+
+def _regmix(evals: str) -> dict:
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from datalaws.fit import predict
+
+    df = pd.read_csv(DATA / "regmix_1m.csv")
+    mix = [c for c in df if c.startswith("mix.")]
+    loss = [c for c in df if c.startswith("loss.")]
+    if evals == "pile_cc":
+        loss = ["loss.pile_cc"]
+    train = df[df.split == "train"][mix + loss]
+    test = df[df.split == "test"]
+    if evals == "implicit":
+        train = train.rename(columns={"loss.pile_cc": "loss"})[mix + ["loss"]]
+        pts = test[mix]
+        law = "mixing_implicit"
+    else:
+        pts = test[mix].assign(**{"eval.pile_cc": 1.0})
+        law = "mixing_domains"
+    out = _fit_both(train, law, pts, test["loss.pile_cc"].to_numpy())
+    for size in ("60m", "1b"):
+        big = pd.read_csv(DATA / f"regmix_{size}.csv")
+        bp = big[mix] if evals == "implicit" else big[mix].assign(**{"eval.pile_cc": 1.0})
+        for method in ("nuts", "point"):
+            p = predict(out[method]["_result"], bp)["loss_law_q50"]
+            out[method][f"rank_{size}"] = float(spearmanr(p, big["loss.pile_cc"])[0])
+    m60 = pd.read_csv(DATA / "regmix_60m.csv").set_index("source_index")["loss.pile_cc"]
+    obs = test.set_index("source_index")["loss.pile_cc"]
+    out["observed_1m_vs_60m"] = float(spearmanr(obs, m60.loc[obs.index])[0])
+    for method in ("nuts", "point"):
+        out[method].pop("_result")
+    out["n_train"], out["n_test"] = int(len(train)), int(len(test))
+    return out | {"evals": len(loss), "domains": len(mix), "finite_check": bool(np.isfinite(
+        out["nuts"]["mae"]))}
+
+
+def _simulated(J: int, n_evals: int, n: int, seed: int = 0) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from datalaws.fit.mixing import mixing_domains_law
+
+    rng = np.random.default_rng(seed)
+    domains = [f"d{j:02d}" for j in range(J)]
+    evals = [f"e{i:02d}" for i in range(n_evals)]
+    law = mixing_domains_law(domains, evals, sizes=())
+    z = rng.normal(0, 0.6, (n_evals, J))
+    truth = {"e_mid": rng.uniform(2.5, 4.0, n_evals), "kappa": rng.uniform(1.0, 4.0, n_evals),
+             "z": (z - z.mean(axis=1, keepdims=True)).ravel(), "tau": np.ones(J)}
+    r = rng.dirichlet(np.full(J, 0.7), n + 100)
+    df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
+    x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
+    for i in evals:
+        onehot = {f"e.{e}": np.full(len(df), float(e == i)) for e in evals}
+        df[f"loss.{i}"] = np.asarray(law.fn(x | onehot, truth)) * np.exp(
+            0.01 * rng.standard_normal(len(df)))
+    train, test = df.iloc[:n], df.iloc[n:]
+    pts = pd.concat([test[[f"mix.{d}" for d in domains]].assign(
+        **{f"eval.{e}": float(e == i) for e in evals}) for i in evals], ignore_index=True)
+    y = np.concatenate([test[f"loss.{i}"].to_numpy() for i in evals])
+    out = _fit_both(train, "mixing_domains", pts, y)
+    s = out["nuts"].pop("_result").samples()
+    out["point"].pop("_result")
+    b = s["z"].reshape(len(s["z"]), n_evals, J)
+    if n_evals >= 3:
+        b = b * s["tau"][:, None, :]
+    lo, hi = np.quantile(b - b.mean(-1, keepdims=True), [0.05, 0.95], axis=0)
+    tb = truth["z"].reshape(n_evals, J)
+    out["recovery90"] = float(np.mean((lo <= tb) & (tb <= hi)))
+    return out | {"params": len(law.params), "rows": int(n * n_evals)}
+
+
+def _sim_sizes() -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from datalaws.fit.mixing import mixing_law
+
+    rng = np.random.default_rng(3)
+    domains = ["books", "code", "web", "wiki"]
+    law = mixing_law(domains, sizes=("N",))
+    truth = {"e_mid": 2.6, "kappa": 2.0, "z": np.array([0.5, -0.6, 0.1, 0.0]), "a": 0.4,
+             "alpha": 0.33}
+    n = 120
+    r = rng.dirichlet(np.full(4, 0.7), n + 40)
+    params = np.concatenate([np.repeat([2e7, 6e7, 2e8], n // 3), np.full(40, 6e8)])
+    df = pd.DataFrame({"params": params} | {f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
+    x = {"N": params / np.exp(np.log(params[:n]).mean())} | {f"r.{d}": r[:, j]
+                                                            for j, d in enumerate(domains)}
+    df["loss"] = np.asarray(law.fn(x, truth)) * np.exp(0.01 * rng.standard_normal(len(df)))
+    out = _fit_both(df.iloc[:n], "mixing", df.iloc[n:].drop(columns="loss"),
+                    df.loss.to_numpy()[n:])
+    for m in ("nuts", "point"):
+        out[m].pop("_result")
+    return out | {"note": "held out: 40 new mixtures at 3x the largest size"}
+
+
+def _sim_implicit() -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from datalaws.fit.laws import get_law
+
+    rng = np.random.default_rng(5)
+    domains = ["books", "code", "web", "wiki", "arxiv"]
+    law = get_law("mixing_implicit2", domains=domains, sizes=())
+    z = rng.normal(0, 0.6, (2, 5))
+    truth = {"e_mid": 3.0, "kappa1": 1.0, "gaps": np.array([4.0]),
+             "z": (z - z.mean(axis=1, keepdims=True)).ravel()}
+    r = rng.dirichlet(np.full(5, 0.7), 240)
+    x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
+    df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
+    df["loss"] = np.asarray(law.fn(x, truth)) * np.exp(0.005 * rng.standard_normal(240))
+    out = _fit_both(df.iloc[:160], "mixing_implicit", df.iloc[160:].drop(columns="loss"),
+                    df.loss.to_numpy()[160:])
+    for m in ("nuts", "point"):
+        out[m].pop("_result")
+    return out | {"note": "K chosen by 5-fold CV over mixtures (truth K = 2)"}
+
+
+def run_case(name: str) -> dict:
+    if name.startswith("regmix"):
+        return _regmix({"regmix": "all", "regmix_pile_cc": "pile_cc",
+                        "regmix_implicit": "implicit"}[name])
+    if name.startswith("sim") and name[3:].isdigit():
+        J = int(name[3:])
+        return _simulated(J, min(J, 5) if J < 20 else 20, 200 if J == 20 else 40 * J // 2 + 40)
+    return {"sim_sizes": _sim_sizes, "sim_implicit": _sim_implicit}[name]()
+
+
+def _child(name: str) -> dict:
+    """Run one case in a fresh process: its result and its peak RSS (GB)."""
+    proc = subprocess.Popen([sys.executable, __file__, "--child", name]
+                            + (["--quick"] if QUICK else []), stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}"}
+    res = json.loads(out.strip().splitlines()[-1])
+    # CPU seconds of the whole case (both methods, prediction): on a shared machine the wall
+    # clock measures the neighbours; CPU time / 2 bounds the wall time on 2 free cores
+    return res | {"peak_rss_gb": usage.ru_maxrss / 1e6,  # KiB on Linux
+                  "cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+def _row(name, r, m):
+    v = r[m]
+    extra = "".join(f" {v.get(k, float('nan')):7.3f}" for k in ("rank_60m", "rank_1b"))
+    return (f"{name:16s} {m:5s} {v['spearman']:8.4f} {v['mae']:7.4f} {v['median_err']:7.4f} "
+            f"{v['cov90']:6.2f} {v['fit_s']:7.0f} {v['cpu_s']:7.0f} {r['peak_rss_gb']:6.2f}"
+            f"{extra}  "
+            f"{v['law']} {'' if v['diagnostics'] == 'ok' else 'DIAG: ' + str(v['diagnostics'])}")
+
+
+def main() -> None:
+    if "--child" in sys.argv:
+        name = sys.argv[sys.argv.index("--child") + 1]
+        print(json.dumps(run_case(name), default=str))
+        return
+    names = [a for a in sys.argv[1:] if not a.startswith("--")] or list(CASES)
+    print(f"{'case':16s} {'meth':5s} {'spearman':>8s} {'mae':>7s} {'mederr':>7s} {'cov90':>6s} "
+          f"{'fit_s':>7s} {'cpu_s':>7s} {'rss_gb':>6s} {'r60m':>7s} {'r1b':>7s}")
+    for name in names:
+        r = _child(name)
+        if "error" in r:
+            print(f"{name:16s} {r['error']}")
+            continue
+        for m in ("nuts", "point"):
+            print(_row(name, r, m), flush=True)
+        notes = {k: v for k, v in r.items() if k not in ("nuts", "point", "peak_rss_gb")}
+        notes["nuts_share"] = round(r["nuts"]["fit_s"] / (r["nuts"]["fit_s"] + r["point"][
+            "fit_s"]), 2)
+        print(f"{'':16s} {notes}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,418 @@
+"""Ye et al. 2024's data mixing laws, for 2 to 20+ training domains.
+
+Per evaluation domain i the paper's law is ``L_i(r) = c_i + k_i * exp(sum_j t_ij r_j)`` over
+the training proportions r (on the simplex). datalaws samples the same family as
+
+    L_i(r) = e_mid_i + (exp(kappa_i * g_i) - 1) / kappa_i,   g_i = sum_j beta_ij (r_j - 1/J)
+
+``e_mid_i`` is the loss at the uniform mixture, ``beta_ij`` the *linear* effect of domain j
+(what the data pin down first), ``kappa_i`` in (0, 50) the curvature (k_i > 0: convex, as the
+paper's law). ``c + k exp(t . r)`` trades k
+against the size of t along a ridge when the curvature is mild (exp(x) ~ 1 + x); here the
+curvature is one coordinate and ``kappa -> 0`` is the linear law, smooth, with no ridge. The
+paper's constants are derived: ``t_ij = kappa_i beta_ij``, ``c_i = e_mid_i - 1/kappa_i``,
+``k_i = exp(-t_i . u) / kappa_i``. Since ``sum_j r_j = 1`` the effects are defined up to a
+common shift; no reference domain is singled out, the shrinkage prior centres them.
+
+Hierarchical shrinkage (per-domain law, 3+ evaluation domains): ``beta_ij = tau_j * z_ij``
+with ``z_ij ~ N(0, 1)`` and one scale per training domain shared by every evaluation domain
+(``tau_j ~ HalfNormal(1)``), so 20 domains x 20 evaluation domains (~420 effects) are one
+pooled regression, not 420 free constants. With one or two loss series there is too little
+to learn a scale from (a lone ``tau * z`` is a ridge NUTS crawls along): the effects are
+``z`` themselves, shrunk by a fixed ``N(0, 1)`` (nats per unit of proportion).
+
+Size terms ``a (N/N0)^-alpha`` and ``b (D/D0)^-beta`` enter only for the inputs the table
+varies (``sizes``); at one size the law has none and cannot be asked about another.
+
+The implicit form (Ye eq. 4) for an overall loss of unknown composition is a sum of K such
+terms (latent domains) with positive curvatures ordered ``kappa_1 < kappa_2 < ...``
+(label switching removed); ``choose_latent`` picks K by cross-validation over mixtures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pandas as pd
+
+from datalaws.fit.laws import Axis, Law, Param
+from datalaws.fit.table import TableError
+
+__all__ = ["mixing_law", "mixing_domains_law", "mixing_implicit_law", "exp_curve", "balance_point",
+           "split_by_domain", "join_domains", "identifiable", "check_rows", "check_mixtures",
+           "check_eval_weights", "check_unknown_mix", "SIZE_ROLES", "MIX_TOL"]
+
+SIZE_ROLES = ("N", "D")
+MIX_TOL = 0.01  # |sum of proportions - 1| allowed (published weights are rounded)
+KAPPA_MAX = 50.0  # largest curvature: t_ij up to 50x the linear effect beta_ij
+
+
+def _ln(median: float, s: float) -> dist.Distribution:
+    return dist.LogNormal(math.log(median), s)
+
+
+def _kappa_prior() -> dist.Distribution:
+    # k > 0 (a convex law, as in the paper) and bounded: least squares can otherwise chase a
+    # step (kappa -> 1e5, t -> 0 with kappa*t finite) that no posterior would believe, and
+    # a start there makes the sampler's first losses negative
+    return dist.Uniform(0.0, KAPPA_MAX)
+
+
+def exp_curve(g, kappa):
+    """``(exp(kappa g) - 1) / kappa``, equal to g at kappa = 0 and smooth through it."""
+    x = kappa * g
+    small = jnp.abs(x) < 1e-5
+    xs = jnp.where(small, 1.0, x)
+    return g * jnp.where(small, 1.0 + 0.5 * x, jnp.expm1(xs) / xs)
+
+
+def _vec(d: dist.Distribution, n: int) -> dist.Distribution:
+    """``n`` independent copies of ``d`` as one vector site (one NUTS site, not n)."""
+    return d.expand([n]).to_event(1)
+
+
+def _front(v, shape=None):
+    """A vector parameter [*pb, n] as [n, *pb] (or ``shape`` + pb): series first."""
+    v = jnp.moveaxis(jnp.asarray(v), -1, 0)
+    return v if shape is None else v.reshape(tuple(shape) + v.shape[1:])
+
+
+def _stack(x, names):
+    return jnp.stack([jnp.asarray(x[n]) for n in names])
+
+
+def _lift(a, nd):
+    """[E, *s] -> [E, 1, ..., *s] with ``nd`` trailing dims (batch shapes align right)."""
+    return a.reshape(a.shape[:1] + (1,) * (nd - (a.ndim - 1)) + a.shape[1:])
+
+
+def _effects(x, p, domains, series: int, pooled: bool = False):
+    """``g`` [E, *batch]: linear effects ``sum_j tau_j z_ej (r_j - u)`` for every series e
+    (``tau_j = 1`` unless ``pooled``); ``z`` is one vector [*pb, E*J]."""
+    u = 1.0 / len(domains)
+    R = _stack(x, [f"r.{d}" for d in domains]) - u  # [J, *xb]
+    Z = _front(p["z"], (series, len(domains)))  # [E, J, *pb]
+    if pooled:
+        Z = Z * _front(p["tau"])[None]  # [1, J, *pb]
+    return jnp.einsum("ej...,j...->e...", Z, R)
+
+
+def _size_params(sizes: Sequence[str]) -> tuple[Param, ...]:
+    out = ()
+    if "N" in sizes:
+        out += (Param("a", _ln(0.5, 1.0), "model-size term at the reference size N0 (nats)"),
+                Param("alpha", _ln(0.35, 0.5), "model-size exponent"))
+    if "D" in sizes:
+        out += (Param("b", _ln(0.5, 1.0), "data term at the reference tokens D0 (nats)"),
+                Param("beta", _ln(0.35, 0.5), "data exponent"))
+    return out
+
+
+def _size_terms(x, p, sizes):
+    out = 0.0
+    if "N" in sizes:
+        out = out + p["a"] * x["N"] ** -p["alpha"]
+    if "D" in sizes:
+        out = out + p["b"] * x["D"] ** -p["beta"]
+    return out
+
+
+def _size_derived(p, s, sizes):
+    out = {}
+    if "N" in sizes:
+        out["A"] = p["a"] * s["N"] ** p["alpha"]
+    if "D" in sizes:
+        out["B"] = p["b"] * s["D"] ** p["beta"]
+    return out
+
+
+def _axes(domains, sizes) -> tuple[Axis, ...]:
+    return (tuple(Axis(r, {r: 1.0}) for r in sizes)
+            + tuple(Axis(f"mix.{d}", {f"r.{d}": 1.0}, log=False) for d in domains))
+
+
+def _inputs(domains, sizes) -> dict[str, str]:
+    cols = {"N": "params", "D": "tokens"}
+    return {r: cols[r] for r in sizes} | {f"r.{d}": f"mix.{d}" for d in domains}
+
+
+def _size_formula(sizes) -> str:
+    return "".join({"N": " + A/N^alpha", "D": " + B/D^beta"}[r] for r in sizes)
+
+
+def _common(domains, sizes) -> dict:
+    return {"axis": sizes[0] if sizes else f"r.{domains[0]}", "axes": _axes(domains, sizes),
+            "unscaled": tuple(f"r.{d}" for d in domains)}
+
+
+def _check(domains, sizes, what):
+    domains = sorted(domains)
+    if len(domains) < 2:
+        raise ValueError(f"the {what} law needs at least two mix.<domain> columns; got {domains}")
+    bad = set(sizes) - set(SIZE_ROLES)
+    if bad:
+        raise ValueError(f"sizes {sorted(bad)}: the mixing laws take N and/or D")
+    return domains, tuple(r for r in SIZE_ROLES if r in sizes)
+
+
+def _z_param(domains, series: Sequence[str], pooled: bool = False) -> Param:
+    kind = "standardised linear effects (beta = tau_j * z)" if pooled else "linear effects (nats)"
+    return Param("z", _vec(dist.Normal(0.0, 1.0), len(series) * len(domains)),
+                 f"{kind} of training on each of {len(domains)} domains "
+                 f"({', '.join(domains)}) for each of {', '.join(series)}")
+
+
+def mixing_law(domains: Sequence[str], sizes: Sequence[str] = SIZE_ROLES) -> Law:
+    """The paper's law for one (overall) loss: ``L = c + k exp(t . r)`` (+ size terms)."""
+    domains, sizes = _check(domains, sizes, "mixing")
+
+    def fn(x, p):
+        g = _effects(x, p, domains, 1)[0]
+        return p["e_mid"] + exp_curve(g, p["kappa"]) + _size_terms(x, p, sizes)
+
+    def derived(p, s):
+        # t is defined up to a common shift (proportions sum to 1): report it centred, so
+        # c + k exp(t . r) with k = 1/kappa
+        t = _front(p["z"]) * p["kappa"]
+        t = t - t.mean(axis=0)
+        return (_size_derived(p, s, sizes) | {"c": p["e_mid"] - 1.0 / p["kappa"],
+                                              "k": 1.0 / p["kappa"]}
+                | {f"t_{j}": t[k] for k, j in enumerate(domains)})
+
+    params = (Param("e_mid", _ln(3.0, 1.0), "loss at the uniform mixture (beyond size terms)"),
+              Param("kappa", _kappa_prior(), "curvature: 1/k of the exp term (0: linear)"),
+              _z_param(domains, ["the loss"]), *_size_params(sizes))
+    return Law(name="mixing", formula="L = c + k*exp(sum_j t_j r_j)" + _size_formula(sizes),
+               inputs=_inputs(domains, sizes), params=params, fn=fn, derived=derived,
+               reference="Ye et al. 2024 (data mixing laws, eq. 1)", **_common(domains, sizes))
+
+
+def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
+                       sizes: Sequence[str] = SIZE_ROLES) -> Law:
+    """The per-domain law: one ``c_i + k_i exp(t_i . r)`` per evaluation domain i, pooled.
+
+    Parameters are vectors over evaluation domains (sorted): ``e_mid`` [E], ``kappa`` [E],
+    ``z`` [E*J] (row i holds domain i's effects), ``tau`` [J] with 3+ evaluation domains.
+    A row's ``eval.<i>`` weights say what its loss measures: one-hot for a per-domain loss
+    (``loss.<i>`` columns are expanded to such rows), a known composition s for an overall
+    loss ``L = sum_i s_i L_i``.
+    """
+    domains, sizes = _check(domains, sizes, "mixing_domains")
+    evals = sorted(evals)
+    if not evals:
+        raise ValueError("mixing_domains needs >= 1 eval.<domain> (or loss.<domain>) column")
+    E = len(evals)
+    pooled = E >= 3  # per-domain scales need several evaluation domains to learn from
+
+    def fn(x, p):
+        g = _effects(x, p, domains, E, pooled)
+        nd = g.ndim - 1
+        loss = _lift(_front(p["e_mid"]), nd) + exp_curve(g, _lift(_front(p["kappa"]), nd))
+        w = _lift(_stack(x, [f"e.{i}" for i in evals]), nd)
+        return jnp.sum(w * loss, axis=0) + _size_terms(x, p, sizes)
+
+    def derived(p, s):
+        out = _size_derived(p, s, sizes)
+        Z = _front(p["z"], (E, len(domains)))
+        if pooled:
+            Z = Z * _front(p["tau"])[None]
+        e_mid, kappa = _front(p["e_mid"]), _front(p["kappa"])
+        for k, i in enumerate(evals):
+            out[f"c_{i}"] = e_mid[k] - 1.0 / kappa[k]
+            out[f"k_{i}"] = jnp.exp(-kappa[k] * Z[k].mean(axis=0)) / kappa[k]
+        return out
+
+    params = [Param("e_mid", _vec(_ln(3.0, 1.0), E), "loss on each evaluation domain at the "
+                    f"uniform mixture ({', '.join(evals)})"),
+              Param("kappa", _vec(_kappa_prior(), E), "curvature of each domain's law"),
+              _z_param(domains, evals, pooled)]
+    if pooled:
+        params.append(Param("tau", _vec(dist.HalfNormal(1.0), len(domains)), "scale of the "
+                            "linear effects of training on each domain (nats), shared by the "
+                            "evaluation domains"))
+    return Law(
+        name="mixing_domains", inputs=_inputs(domains, sizes)
+        | {f"e.{i}": f"eval.{i}" for i in evals},
+        formula="L = sum_i s_i (c_i + k_i*exp(sum_j t_ij r_j))" + _size_formula(sizes),
+        params=(*params, *_size_params(sizes)), fn=fn, derived=derived,
+        reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain, eq. 3 explicit "
+                  "composition)", **(_common(domains, sizes) | {"unscaled": tuple(
+                      f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
+
+
+def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
+                        sizes: Sequence[str] = SIZE_ROLES) -> Law:
+    """Ye et al.'s implicit form for an overall loss: K latent domains.
+
+    ``L = c + sum_k q_k exp(t_k . r)`` (+ size terms), each term sampled like the per-domain
+    law with a positive curvature ``kappa_k = 1/m_k``, ordered ``kappa_1 < kappa_2 < ...``
+    (``kappa_k = kappa1 + gaps_1 + ... + gaps_{k-1}``).
+    """
+    domains, sizes = _check(domains, sizes, "mixing_implicit")
+    if latent < 1:
+        raise ValueError(f"mixing_implicit needs >= 1 latent domain; got {latent}")
+
+    def kappas(p):  # [K, *pb]
+        k1 = jnp.asarray(p["kappa1"])[None]
+        if latent == 1:
+            return k1
+        return jnp.concatenate([k1, k1 + jnp.cumsum(_front(p["gaps"]), axis=0)])
+
+    def fn(x, p):
+        g = _effects(x, p, domains, latent)
+        nd = g.ndim - 1
+        return (p["e_mid"] + jnp.sum(exp_curve(g, _lift(kappas(p), nd)), axis=0)
+                + _size_terms(x, p, sizes))
+
+    def derived(p, s):
+        return _size_derived(p, s, sizes) | {"c": p["e_mid"] - jnp.sum(1.0 / kappas(p), 0)}
+
+    params = [Param("e_mid", _ln(3.0, 1.0), "loss at the uniform mixture"),
+              Param("kappa1", _kappa_prior(), "curvature of latent 1 (1/its scale m_1)")]
+    if latent > 1:
+        params.append(Param("gaps", _vec(_kappa_prior(), latent - 1),
+                            "kappa_{k+1} - kappa_k (> 0): the latent domains stay ordered"))
+    params.append(_z_param(domains, [f"latent {k}" for k in range(1, latent + 1)]))
+    return Law(
+        name=f"mixing_implicit{latent}",
+        formula="L = c + sum_k q_k*exp(sum_j t_kj r_j), latent domains ordered by curvature"
+                + _size_formula(sizes),
+        inputs=_inputs(domains, sizes), params=(*params, *_size_params(sizes)), fn=fn,
+        derived=derived, reference="Ye et al. 2024 (data mixing laws, eq. 4, implicit "
+                                   "composition)", **_common(domains, sizes))
+
+
+def balance_point(law: Law, point: Mapping) -> dict:
+    """Least squares leaves two directions to the prior: a common shift of each series'
+    effects (proportions sum to 1, so it changes no loss) and the split of ``beta = tau * z``.
+    Centre the effects and set each ``tau_j`` to the rms of its effects, as the shrinkage
+    prior would, so NUTS starts where the prior has mass; the fitted losses are unchanged."""
+    point = dict(point)
+    if not law.name.startswith("mixing") or "z" not in point:
+        return point
+    J = sum(r.startswith("r.") for r in law.inputs)
+    beta = np.asarray(point["z"], float).reshape(-1, J) * np.asarray(point.get("tau", 1.0))
+    beta = beta - beta.mean(axis=1, keepdims=True)
+    if "tau" not in point:
+        return point | {"z": beta.ravel().tolist()}
+    scale = np.maximum(np.sqrt(np.mean(beta**2, axis=0)), 1e-3)
+    return point | {"tau": scale.tolist(), "z": (beta / scale).ravel().tolist()}
+
+
+def split_by_domain(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray):
+    """For the per-domain law without size terms on one-hot rows, one single-series problem
+    per evaluation domain ``[(law, x, y), ...]`` (least squares separates across domains:
+    only the shrinkage prior, which it ignores, joins them); else None."""
+    evals = [r[2:] for r in law.inputs if r.startswith("e.")]
+    if law.name != "mixing_domains" or any(r in law.inputs for r in SIZE_ROLES):
+        return None
+    W = np.stack([np.asarray(x[f"e.{i}"]) for i in evals], axis=1)
+    if not np.all((W == 0) | (W == 1)) or not np.all(W.sum(axis=1) == 1):
+        return None
+    domains = [r[2:] for r in law.inputs if r.startswith("r.")]
+    sub = mixing_law(domains, sizes=())
+    return [(sub, {f"r.{d}": np.asarray(x[f"r.{d}"])[W[:, k] == 1] for d in domains},
+             np.asarray(y)[W[:, k] == 1]) for k in range(len(evals))]
+
+
+def join_domains(law: Law, points: Sequence[Mapping]) -> dict:
+    """The per-domain law's parameters from one single-series fit per evaluation domain."""
+    out = {"e_mid": [p["e_mid"] for p in points], "kappa": [p["kappa"] for p in points],
+           "z": [float(v) for p in points for v in p["z"]]}
+    if any(p.name == "tau" for p in law.params):
+        out["tau"] = [1.0] * sum(r.startswith("r.") for r in law.inputs)
+    return balance_point(law, out)
+
+
+# ---------------------------------------------------------------- what the data identify
+
+def identifiable(law: Law) -> int:
+    """Parameters one loss series identifies: c, k and J - 1 effects per series (a common
+    shift of the effects is not identified), plus size terms."""
+    J = sum(r.startswith("r.") for r in law.inputs)
+    latent = int(law.name[len("mixing_implicit"):] or 2) if law.name.startswith(
+        "mixing_implicit") else 1
+    per = (J + 1) * latent
+    sizes = sum(r in law.inputs for r in SIZE_ROLES)
+    return per + 2 * sizes
+
+
+def check_rows(law: Law, df: pd.DataFrame) -> None:
+    """Refuse a table with fewer distinct mixtures (or rows) than the law can identify."""
+    mix_cols = [f"mix.{r[2:]}" for r in law.inputs if r.startswith("r.")]
+    need = identifiable(law) + 1
+    mixtures = len(df.drop_duplicates(subset=[c for c in mix_cols if c in df.columns]))
+    sizes = [r for r in SIZE_ROLES if r in law.inputs]
+    unit = "mixtures" if not sizes else "distinct mixture/size rows"
+    have = mixtures if not sizes else len(df.drop_duplicates(
+        subset=[c for c in mix_cols + [law.inputs[r] for r in sizes] if c in df.columns]))
+    if have < need:
+        what = "per evaluation domain " if any(r.startswith("e.") for r in law.inputs) else ""
+        raise TableError(f"law {law.name!r} identifies {need - 1} parameters {what}"
+                         f"(c, k, {len(mix_cols) - 1} mixture effects"
+                         + (f", size terms for {'/'.join(sizes)}" if sizes else "")
+                         + f"); fit it on at least {need} {unit} (got {have})")
+
+
+def check_mixtures(df: pd.DataFrame, domains: Sequence[str], *, tol: float = MIX_TOL,
+                   where: str = "the table") -> pd.DataFrame:
+    """Proportions in [0, 1] summing to 1 within ``tol``; returned renormalised to sum 1."""
+    cols = [f"mix.{d}" for d in domains]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise TableError(f"{where} lacks mixture column(s) {missing}; the fit was made on "
+                         f"mix.<domain> columns {cols}")
+    try:
+        r = df[cols].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TableError(f"{where}: mix.<domain> columns must be numbers") from None
+    bad = ~np.isfinite(r).all(axis=1) | (r < 0).any(axis=1) | (r > 1).any(axis=1)
+    if bad.any():
+        raise TableError(f"{where}: rows {_rows(df, bad)} have a mix.<domain> proportion "
+                         "outside [0, 1]")
+    off = np.abs(r.sum(axis=1) - 1.0) > tol
+    if off.any():
+        raise TableError(f"{where}: mix.<domain> proportions of rows {_rows(df, off)} sum to "
+                         f"{_sums(r, off)}, not 1 (tolerance {tol})")
+    return df.assign(**dict(zip(cols, (r / r.sum(axis=1, keepdims=True)).T)))
+
+
+def check_eval_weights(df: pd.DataFrame, evals: Sequence[str], *, tol: float = MIX_TOL,
+                       where: str = "the points") -> None:
+    """``eval.<domain>`` weights: known domains, non-negative, summing to 1 on every row."""
+    given = [c for c in df.columns if c.startswith("eval.")]
+    unknown = sorted(c for c in given if c[5:] not in evals)
+    if unknown:
+        raise TableError(f"{where}: column(s) {unknown} name no evaluation domain of the fit; "
+                         f"it has {sorted(evals)}")
+    if not given:
+        return
+    w = df[given].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(w).all(axis=1) | (w < 0).any(axis=1)
+    if bad.any():
+        raise TableError(f"{where}: rows {_rows(df, bad)} have a negative or missing "
+                         "eval.<domain> weight")
+    off = np.abs(w.sum(axis=1) - 1.0) > tol
+    if off.any():
+        raise TableError(f"{where}: eval.<domain> weights of rows {_rows(df, off)} sum to "
+                         f"{_sums(w, off)}, not 1 (they are the composition of the loss)")
+
+
+def check_unknown_mix(df: pd.DataFrame, domains: Sequence[str], where: str) -> None:
+    unknown = sorted(c for c in df.columns if c.startswith("mix.") and c[4:] not in domains)
+    if unknown:
+        raise TableError(f"{where}: column(s) {unknown} name no training domain of the fit; "
+                         f"it has {sorted(domains)}")
+
+
+def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
+    idx = list(df.index[mask])
+    return ", ".join(map(str, idx[:10])) + (f" (+{len(idx) - 10} more)" if len(idx) > 10 else "")
+
+
+def _sums(a: np.ndarray, mask: np.ndarray) -> str:
+    return ", ".join(f"{s:.4g}" for s in a[mask].sum(axis=1)[:5])
