@@ -488,8 +488,12 @@ def load_fit(path: str | Path) -> FitResult:
     pools = [r[2:] for r in summary["columns"] if r.startswith("w.")]
     evals = [r[2:] for r in summary["columns"] if r.startswith("e.")]
     sizes = [r for r in ("N", "D") if r in summary["columns"]]  # a mixing law's size terms
-    law = _build_law(summary["law"], {k: v for k, v in summary["priors"].items()
-                                      if k not in NOISE_PRIORS}, domains or None, pools or None,
+    # the user's prior overrides rebuild the law (older summaries: every prior, as printed;
+    # vector priors such as the mixing laws' print as Independent() and are the defaults)
+    priors = summary.get("prior_overrides", summary["priors"])
+    law = _build_law(summary["law"], {k: v for k, v in priors.items()
+                                      if k not in NOISE_PRIORS and not v.startswith(
+                                          "Independent(")}, domains or None, pools or None,
                      evals or None, sizes=sizes if domains else None)
     idata = az.from_netcdf(str(path / "posterior.nc"))
     point = {}
