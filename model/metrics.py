@@ -76,6 +76,10 @@ class RunLogger:
         self.log_every, self.start, self._clock = log_every, start, clock
         self.active = _is_writer()
         self.progress = progress and self.active
+        from datalaws.progress import Progress
+
+        # one redrawn line on a terminal; in a log (train.log, SLURM) a line per 10% or 30 s
+        self._bar = Progress(steps, f"[{run_id}] step", enabled=self.progress)
         self._jsonl = self._tb = self._wandb = None
         self._parts = dict.fromkeys(TIME_PARTS, 0.0)
         self._t_interval = self._t_rate = clock()
@@ -150,6 +154,7 @@ class RunLogger:
             self._tb.flush()
 
     def close(self) -> None:
+        self._bar.close()
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
@@ -195,15 +200,11 @@ class RunLogger:
             "perf/tokens_per_s": row["tokens_per_s"], "perf/mfu": row["mfu"],
             "perf/step_time_s": row["step_time_s"]}
             | {f"time/{p}_frac": f for p, f in frac.items()})
-        if self.progress:
-            # a terminal redraws one line; a log file (train.log, SLURM) gets one per interval
-            tty = sys.stdout.isatty()
-            print(f"{chr(13) if tty else ''}[{self.run_id}] step {step}/{self.steps} "
-                  f"loss {row['loss']:.4f} "
-                  f"{row['tokens_per_s']:,.0f} tok/s MFU {100 * row['mfu']:.1f}% "
-                  f"{1e3 * row['step_time_s']:.0f} ms/step (data {frac['data']:.0%} "
-                  f"step {frac['step']:.0%} eval {frac['eval']:.0%} ckpt {frac['ckpt']:.0%})",
-                  end="" if tty else "\n", flush=True)
+        self._bar.update(step, f"loss {row['loss']:.4f} "
+                         f"{row['tokens_per_s']:,.0f} tok/s MFU {100 * row['mfu']:.1f}% "
+                         f"{1e3 * row['step_time_s']:.0f} ms/step (data {frac['data']:.0%} "
+                         f"step {frac['step']:.0%} eval {frac['eval']:.0%} "
+                         f"ckpt {frac['ckpt']:.0%})")
 
     def _write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         scalars = {k: float(v) for k, v in scalars.items() if v is not None
