@@ -43,10 +43,13 @@ __all__ = ["LEVELS", "K_GRID", "DEFAULT_K_SCALE", "axis_coords", "hull_of", "hul
 
 LEVELS = (0.5, 0.8, 0.9)
 K_GRID = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 240)])
-K_GRID_COARSE = np.concatenate([[0.0], np.geomspace(1e-3, 0.5, 16)])  # per axis, 2-3 axes
+# per-axis grids where k is a vector: finer for two axes (30^2 cells) than three (14^3)
+K_GRIDS = {2: np.concatenate([[0.0], np.geomspace(1e-3, 0.5, 29)]),
+           3: np.concatenate([[0.0], np.geomspace(1e-3, 0.5, 13)])}
 # Half-normal scale of the prior on k. Backtests on the public sweeps in ../shared/data give
-# k ~ 0.02-0.06 (Chinchilla, datablations; bench/extrapolation.py prints them): the prior is
-# centred there and its tail reaches 0.1; where no backtest is possible it is all there is.
+# k ~ 0.01-0.03 per axis on Chinchilla and 0.02-0.1 on datablations (bench/extrapolation.py
+# prints them): the prior's median (0.034) sits among them and its 95% point (0.1) above; where
+# no backtest is possible it is all there is.
 DEFAULT_K_SCALE = 0.05
 
 
@@ -174,7 +177,7 @@ PIT_EDGES = np.array([0.0, 0.2, 0.5, 0.8, 0.9, 0.95, 1.0])  # central-interval l
 def _grid(groups: int) -> np.ndarray:
     """[C, G] grid of k vectors (one k per group; beyond three groups one shared k)."""
     g = min(groups, 3)
-    per = K_GRID if g == 1 else K_GRID_COARSE
+    per = K_GRID if g == 1 else K_GRIDS[g]
     mesh = np.meshgrid(*([per] * g), indexing="ij")
     grid = np.stack([m.ravel() for m in mesh], axis=1)
     return grid if g == groups else np.repeat(grid, groups, axis=1)
@@ -216,7 +219,7 @@ def k_posterior(folds: Sequence[BacktestFold], groups: int, *, scale: float = DE
     """
     grid = _grid(groups)
     g = min(groups, 3)
-    per = K_GRID if g == 1 else K_GRID_COARSE
+    per = K_GRID if g == 1 else K_GRIDS[g]
     cell = np.log(np.gradient(per))  # grid cells are uneven: weight by each one's width
     idx = np.stack(np.unravel_index(np.arange(len(grid)), [len(per)] * g), axis=1)
     log_post = (-0.5 * (grid[:, :g] / scale) ** 2).sum(axis=1) + cell[idx].sum(axis=1)

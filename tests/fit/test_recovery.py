@@ -78,7 +78,7 @@ def test_accuracy_link_joint_fit_recovers_and_correlates():
     floor, delta, k, L0 = 0.25, 0.1, 4.0, 2.6
     true_acc = floor + (1 - floor - delta) / (1 + np.exp(k * (L - L0)))
     df["acc.arc"] = np.clip(true_acc + 0.01 * rng.standard_normal(len(L)), 0, 1)
-    r = fit(df, "chinchilla", config=FAST, discrepancy="none", accuracy="sigmoid",
+    r = fit(df, "chinchilla", config=FAST, discrepancy="none", accuracy="joint",
             floors={"arc": 0.25})
     s = r.summary["params"]
     assert s["acc_L0[0]"]["q05"] < L0 < s["acc_L0[0]"]["q95"]
@@ -94,3 +94,34 @@ def test_sbc_chinchilla_ranks_uniform():
     # 6 tests at level 0.01: a calibrated sampler fails one with probability ~6%
     assert min(pvals.values()) > 0.01, pvals
     assert all(len(v) >= 20 for v in ranks.values())
+
+
+def test_cli_fit_exits_3_when_diagnostics_fail_and_where_filters_rows(tmp_path):
+    import json
+
+    from datalaws.cli import EXIT_BAD_DIAGNOSTICS, main
+
+    csv = tmp_path / "runs.csv"
+    simulate_table("chinchilla", 0, n=30).to_csv(csv, index=False)
+    args = ["fit", "chinchilla", str(csv), "--chains", "2", "--warmup", "20", "--draws", "20",
+            "--discrepancy", "none", "--where", "params < 1e9"]
+    # 40 draws cannot reach the ESS >= 400 the checks ask for: written, but exit 3
+    assert main(args + ["--out", str(tmp_path / "bad")]) == EXIT_BAD_DIAGNOSTICS
+    summary = json.loads((tmp_path / "bad" / "summary.json").read_text())
+    assert not summary["diagnostics"]["ok"]
+    kept = (pd.read_csv(csv).params < 1e9).sum()
+    assert summary["n_rows"] == kept < 30
+    assert main(args + ["--out", str(tmp_path / "accepted"), "--allow-bad"]) == 0
+
+
+def test_small_sweeps_fit_with_a_warning_and_the_default_k_prior():
+    from datalaws.fit.table import TableError
+
+    df = simulate_table("chinchilla", 1, n=7)
+    cfg = FitConfig(chains=2, warmup=200, draws=200, progress=False)
+    with pytest.warns(UserWarning, match="only 7 runs"):
+        r = fit(df, "chinchilla", config=cfg)
+    d = r.summary["discrepancy"]
+    assert d["k_source"].startswith("default prior") and d["k"] > 0  # never a silent k = 0
+    with pytest.raises(TableError, match="at least 5 runs"):
+        fit(df.iloc[:4], "chinchilla", config=cfg)

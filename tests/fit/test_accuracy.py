@@ -1,0 +1,59 @@
+"""Accuracy as a second stage: a sigmoid link per task fitted on posterior draws of the loss,
+so accuracy data never moves the loss law; floors from --floors, chance.<task>, or a default."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datalaws.fit import FitConfig, fit
+from datalaws.fit.accuracy import DEFAULT_FLOOR, resolve_floors
+from datalaws.fit.table import TableError
+
+CFG = FitConfig(chains=2, warmup=300, draws=400, progress=False)
+LINKS = {"arc": (0.25, 0.1, 6.0, 2.45), "copa": (0.5, 0.05, 5.0, 2.55)}  # floor, delta, s, L0
+
+
+def _table(seed=0, n=70):
+    rng = np.random.default_rng(seed)
+    N = np.exp(rng.uniform(np.log(2e7), np.log(6e9), n))
+    D = 20 * N * np.exp(rng.uniform(-1, 1, n))
+    law = 1.8 + 0.4 * (N / 1e8) ** -0.33 + 0.35 * (D / 2e9) ** -0.3
+    df = pd.DataFrame({"params": N, "tokens": D,
+                       "loss": law * np.exp(0.01 * rng.standard_normal(n))})
+    for t, (floor, delta, s, L0) in LINKS.items():
+        acc = floor + (1 - floor - delta) / (1 + np.exp(s * (law - L0)))
+        df[f"acc.{t}"] = np.clip(acc + 0.01 * rng.standard_normal(n), 0, 1)
+    return df
+
+
+def test_two_stage_leaves_the_loss_law_alone_and_covers_larger_runs():
+    df = _table()
+    hold = "params >= 2e9"
+    plain = fit(df.drop(columns=[c for c in df if c.startswith("acc.")]), "chinchilla",
+                holdout=hold, discrepancy="none", config=CFG)
+    r = fit(df, "chinchilla", holdout=hold, discrepancy="none", config=CFG,
+            accuracy="sigmoid", floors={"arc": 0.25, "copa": 0.5})
+    assert r.summary["accuracy"]["mode"] == "two-stage"
+    for p in ("E", "a", "alpha", "b", "beta"):  # same sampler, same seed: the same draws
+        np.testing.assert_allclose(r.summary["params"][p]["q50"], plain.summary["params"][p]["q50"],
+                                   rtol=1e-6)
+    hits = []
+    for t in LINKS:
+        h = r.summary["holdout"][f"acc.{t}"]
+        assert h["finite"] and h["median_abs_err"] < 0.05, (t, h)
+        hits.append(h["coverage"]["0.9"] * h["n"])
+    n = sum(r.summary["holdout"][f"acc.{t}"]["n"] for t in LINKS)
+    assert 0.8 <= sum(hits) / n <= 1.0  # 90% intervals on held-out larger runs
+
+
+def test_floors_are_validated():
+    df = _table(n=12)
+    with pytest.raises(TableError, match="hellaswag"):
+        resolve_floors(df, ["arc", "copa"], {"hellaswag": 0.25})
+    with pytest.raises(TableError, match="floor"):
+        resolve_floors(df, ["arc"], {"arc": 1.2})
+    with pytest.warns(UserWarning, match="no chance floor"):
+        floors, source = resolve_floors(df, ["arc"], None)
+    assert floors == [DEFAULT_FLOOR] and source["arc"] == "default"
+    floors, source = resolve_floors(df.assign(**{"chance.copa": 0.5}), ["copa"], None)
+    assert floors == [0.5] and source["copa"] == "chance.copa column"
