@@ -69,7 +69,9 @@ def one(case: str, seed: int, budget: float) -> dict:
     grid = chinchilla_grid(spent, 1e7 * 10 ** 0.25)
     out = {"case": case, "seed": seed, "k_before": base.k, "w_before": w0,
            "next_runs": len(design.runs), "grid_runs": len(grid), "flops": spent,
-           "next_predicted_w": design.width90(design.sd_after), "next_s": t_next}
+           "next_predicted_w": design.width90(design.sd_after), "next_s": t_next,
+           "picks": "; ".join(f"{r.params:.2g}x{r.tokens:.2g}" for r in design.runs.itertuples()),
+           "grid_top": float(grid.params.max())}
     true_loss = float(truth(*TARGET, extra))
     for name, runs in (("next", design.runs), ("grid", grid)):
         r = fit(pd.concat([small, simulate(runs, extra, rng)], ignore_index=True),
@@ -103,6 +105,8 @@ def main() -> None:
                   f"{r['narrowing_ratio']:12.2f} {r['width_ratio']:11.2f} "
                   f"{str(r['covers_next'])[0]}/{str(r['covers_grid'])[0]:>8s}  "
                   f"{r['k_before']:.3g}/{r['k_next']:.3g}/{r['k_grid']:.3g}", flush=True)
+            print(f"       next: {r['picks']} (N x D); grid: 4 sizes up to "
+                  f"{r['grid_top']:.2g} x 10/20/40 tokens per parameter", flush=True)
     df = pd.DataFrame(rows)
     print(f"median narrowing ratio (next over grid, same FLOPs): "
           f"{df.narrowing_ratio.median():.2f} (goal >= 1.5); median width ratio "

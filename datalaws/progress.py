@@ -4,7 +4,7 @@ On a terminal, each update rewrites one line (``\\r`` + clear to end of line), c
 terminal's width so it never wraps into a scrolling wall. When the output is a file or a
 pipe (``make demo > log``, a SLURM log, CI), carriage returns would pile up into one huge
 line, so updates are printed as whole lines only every 10% of the work or every 30 s,
-whichever comes first, plus the final one.
+whichever comes first (the 30 s only when the count moved), plus the final one.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Progress:
         self._last_print = time.monotonic()
         self._open_line = False  # a TTY line without its newline yet
         self._final_shown = False
+        self._printed_done = -1
 
     def _text(self, done: int, msg: str) -> str:
         frac = f" ({100 * done / self.total:.0f}%)" if self.total else ""
@@ -52,8 +53,9 @@ class Progress:
         final = bool(self.total) and done >= self.total
         if final and self._final_shown:
             return
-        if frac >= self._next_frac or now - self._last_print >= self.every_s or final:
-            self._final_shown = final
+        moved = done != self._printed_done  # on time only with news: no identical lines
+        if frac >= self._next_frac or (moved and now - self._last_print >= self.every_s) or final:
+            self._final_shown, self._printed_done = final, done
             while self._next_frac <= frac:
                 self._next_frac += self.every_frac
             self._last_print = now
