@@ -131,11 +131,18 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
                  f"{df.syntheticity.max():.4f}): " + quality_verdict(quality.summary))
     _nested(out, curves, best, at, lines)
     budget = float(base.flops.max()) * 10
+    # default trust region: from the smallest trained size to 100x the largest
     p = plan(chin, budget, objective="q90")
     atomic_write_text(out / "fit_chinchilla" / "plan.json",
                       json.dumps(p.to_dict(), indent=1, default=str))
+    t = p.trust
     lines.append(f"risk-averse (q90) plan for {budget:.3g} FLOPs: {p.chosen['params']:.3g} "
-                 f"params, {p.chosen['tokens']:.3g} tokens")
+                 f"params, {p.chosen['tokens']:.3g} tokens, inside the allowed "
+                 f"{t['min_params']:.3g}-{t['max_params']:.3g} params"
+                 + (f" ({t['optimum_outside']})" if t["optimum_outside"] else "")
+                 + (f"; P(beats the runner-up) = {p.p_beats_runner_up:.2f}, "
+                    f"{p.to_dict()['p_beats_runner_up_words']}"
+                    if p.p_beats_runner_up is not None else ""))
     _accuracy(chin, {"params": p.chosen["params"], "tokens": p.chosen["tokens"]}, lines)
     for line in lines:
         print(line)
@@ -143,7 +150,11 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
     page = report.read_text()
     summary = ("<section id='demo-summary'><h2>Demo summary</h2><ul>"
                + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul></section>")
-    # the summary opens the page, right after the <body ...> tag the report writes
-    page, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + summary, page, count=1)
+    # the summary follows the decision cards (the report's answer-first block), else opens
+    # the page right after the <body ...> tag
+    page, n = re.subn(r"(<div id='after-decisions'></div>)", lambda m: m.group(1) + summary,
+                      page, count=1)
+    if not n:
+        page, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + summary, page, count=1)
     atomic_write_text(report, page if n else summary + page)
     return report

@@ -324,7 +324,7 @@ def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
     results = [load_fit(d) for d in fit_dirs]
     body = [f"<h1>datalaws report</h1><p>{len(results)} fitted law(s)"
             + (f" on {len(table)} runs" if table is not None else "") + ".</p>",
-            _cards(fit_dirs, results)]
+            _cards(fit_dirs, results), "<div id='after-decisions'></div>"]
     for d, r in zip(fit_dirs, results):
         body.append(_law_section(Path(d), r, table, fig_dir))
     body.append("<h2>Law comparison (PSIS-LOO)</h2>" + _loo(results))
