@@ -312,7 +312,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
           eod: int, valid: Mapping[str, np.ndarray] | None = None, quality: Mapping | None = None,
           eval_fn=None, stop_after: int | None = None, progress: bool = True,
           profile_steps: tuple[int, int] | None = None, wandb: bool = False,
-          validation: Mapping | None = None, chance: Mapping[str, float] | None = None) -> int:
+          validation: Mapping | None = None, chance: Mapping[str, float] | None = None,
+          record_config: Mapping | None = None) -> int:
     """Train, checkpoint, evaluate and write the RunRecord. Returns a process exit code.
 
     Metrics go to metrics.jsonl and TensorBoard event files in ``run_dir`` (and offline W&B
@@ -323,7 +324,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     this invocation; tests use it. ``eval_fn(model) -> {task: accuracy}`` adds downstream
     accuracy to the record, ``chance`` each task's chance level. ``valid`` maps every domain
     of the store to its validation tokens; ``validation`` (``store_validation``) identifies
-    them in the record.
+    them in the record. ``record_config``: the config the record stores (the ``RunConfig``'s
+    ``to_dict()`` from ``datalaws.model.run.train``; default: this TrainConfig's fields).
     """
     from datalaws.envinfo import describe_devices, git_sha, package_versions
 
@@ -431,7 +433,8 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     log.close()
     q = quality or {}
     record = RunRecord(
-        run_id=c.run_id, status=status, config=_config_dict(c), preset=_preset_name(c.model),
+        run_id=c.run_id, status=status, preset=_preset_name(c.model),
+        config=_config_dict(c) if record_config is None else dict(record_config),
         params=total, params_nonembed=nonembed, tokens=trained, steps=step, batch=c.batch,
         seq_len=c.model.seq_len, mixture=dict(c.mixture), pool=c.pool,
         repetitions=c.repetitions, unique_tokens=c.unique_tokens,
