@@ -2,7 +2,7 @@
 
 ``hlo_stats(text, seq_len)`` walks the module's computations with their execution counts
 (a while loop's body runs its known trip count times, e.g. the gradient-accumulation scan)
-and sums: matmul FLOPs (``dot``, cuBLAS gemm custom calls, cuDNN fused attention),
+and sums: matmul FLOPs (``dot``, TPU ``convolution``, cuBLAS gemm calls, cuDNN fused attention),
 collectives by kind with their bytes, and the batch dimension of the attention-score-sized
 arrays [B, H, T, T] (or the [B, 1, T, T] document mask), which says whether the batch is
 split in compute. XLA's own ``cost_analysis`` is preferred for FLOPs where the platform
@@ -127,6 +127,19 @@ def _dot_flops(typ: str, rest: str, types: dict[str, str]) -> float:
     return 2.0 * math.prod(out[0][1]) * contract
 
 
+def _conv_flops(typ: str, rest: str, types: dict[str, str]) -> float:
+    """TPU programs write matmuls as convolutions: 2 * output size * the kernel's
+    contracted size (every kernel dimension but the output feature 'o')."""
+    out = _shapes(typ)
+    operands = _operands(rest, types)
+    m = re.search(r"dim_labels=[^_]*_([0-9a-z]+)->", rest)
+    if not out or len(operands) < 2 or not m or len(m.group(1)) != len(operands[1][1]):
+        return 0.0
+    kernel = operands[1][1]
+    contract = math.prod(d for d, label in zip(kernel, m.group(1)) if label != "o")
+    return 2.0 * math.prod(out[0][1]) * contract
+
+
 def _gemm_flops(typ: str, rest: str, types: dict[str, str]) -> float:
     """cuBLAS gemm custom call: dimension numbers live in its backend_config."""
     m = re.search(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]', rest)
@@ -166,6 +179,8 @@ def hlo_stats(text: str, seq_len: int) -> dict:
         for _, typ, op, rest in instrs:
             if op == "dot":
                 flops += n * _dot_flops(typ, rest, types)
+            elif op == "convolution":
+                flops += n * _conv_flops(typ, rest, types)
             elif op == "custom-call":
                 target = re.search(r'custom_call_target="([^"]+)"', rest)
                 target = target.group(1) if target else ""

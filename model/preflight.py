@@ -110,6 +110,8 @@ def preflight(topology: str, preset: str, **options) -> dict:
     batch = {k: jax.ShapeDtypeStruct((c.batch, c.model.seq_len), jnp.int32, sharding=bs)
              for k in ("inputs", "targets", "positions", "segments")}
     compiled = step.lower(state, batch).compile()
+    if a.dump_hlo:  # the per-device program, for reading what each chip runs
+        Path(a.dump_hlo).write_text(compiled.as_text())
     kind = devices[0].device_kind
     out = {"topology": a.topology, "device_kind": kind, "devices": len(devices),
            "mesh": dict(mesh.shape), "preset": a.preset, "batch": c.batch,
@@ -181,7 +183,9 @@ def _flops(compiled, c, n_devices: int) -> dict:
             "flops_ratio": per_device * n_devices / model_flops,
             "collectives": stats["collectives"], "score_batches": stats["score_batches"],
             "trip_count_unknown": stats["trip_count_unknown"],
-            "cost_model_seconds": seconds if seconds > 0 else None}
+            "cost_model_seconds": seconds if seconds > 0 else None,
+            "cost_analysis": {k: float(v) for k, v in cost.items()
+                              if isinstance(v, (int, float)) and len(k) < 32}}
 
 
 def _python_for(platform: str) -> str:
@@ -297,11 +301,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", help="data=1,fsdp=-1,tensor=1 (default: fsdp over all chips)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--attention", default="auto", choices=["auto", "cudnn", "xla"])
+    p.add_argument("--dump-hlo", dest="dump_hlo", help="write the optimized HLO text here")
 
 
 def _cmd_preflight(a: argparse.Namespace) -> int:
     opts = {k: getattr(a, k) for k in ("batch", "seq_len", "vocab", "grad_accum", "remat",
-                                       "mesh", "dtype", "attention")}
+                                       "mesh", "dtype", "attention", "dump_hlo")}
     r = run_preflight(a.topology, a.preset, **opts)
     print(json.dumps(r) if a.json else format_report(r))
     return 0 if fits(r) else 1
