@@ -10,14 +10,16 @@ __all__ = ["register_cli"]
 
 def _cmd_plan(a):
     from datalaws.hardware import PEAK_BF16
-    from datalaws.launch.sweep import expand, load_spec
+    from datalaws.launch.sweep import expand, load_spec, plan_runs
 
     runs = expand(load_spec(a.spec))
-    total = 0.0
-    for r in runs:
-        c = r.config
-        total += _flops_per_token(c) * c["tokens"]
-        print(f"{r.run_id}  {c.get('preset'):>6}  {c['tokens']:>12,d} tok  {c.get('mixture')}")
+    rows, notes = plan_runs(runs)  # the numbers `train` and the run records use
+    for r in rows:
+        print(f"{r['run_id']}  {r['preset']:>6}  {r['tokens']:>12,d} tok  "
+              f"{r['flops_per_token']:.4g} FLOPs/tok  {r['mixture']}")
+    total = sum(r["flops"] for r in rows)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"{len(runs)} runs, {total:.3g} FLOPs, "
           f"{total / (PEAK_BF16['h100'] * a.mfu) / 3600:.3g} H100-hours at MFU {a.mfu}")
     return _check_topology(runs, a.topology) if a.topology else 0
@@ -38,14 +40,6 @@ def _check_topology(runs, topology: str) -> int:
               f"{r['hbm_bytes'] / 2**30:.1f} GiB ({len(r['runs'])} runs); use grad_accum, "
               "remat = \"dots\" or a larger mesh", file=sys.stderr)
     return 1 if bad else 0
-
-
-def _flops_per_token(c) -> float:
-    from datalaws.model.flops import flops_per_token
-    from datalaws.model.transformer import ModelConfig
-
-    return flops_per_token(ModelConfig.preset(c["preset"], vocab=c.get("vocab", 32768),
-                                              seq_len=int(c.get("seq_len", 1024))))
 
 
 def _cmd_run(a):

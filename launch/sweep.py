@@ -35,7 +35,8 @@ from pathlib import Path
 
 from datalaws.records import parse_mixture
 
-__all__ = ["Run", "load_spec", "expand", "run_local", "status", "run_state", "preflight_runs"]
+__all__ = ["Run", "load_spec", "expand", "run_local", "status", "run_state", "preflight_runs",
+           "plan_runs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,7 @@ _COUNTS = ("tokens", "batch", "seq_len", "save_every", "grad_accum", "unique_tok
 
 def _check_spec(path: Path, spec: dict) -> None:
     """Refuse a spec whose runs would fail one by one later: one line naming the key."""
+    from datalaws.model.config import RunConfig
     from datalaws.model.transformer import PRESETS
 
     out = Path(spec["out"])
@@ -103,6 +105,10 @@ def _check_spec(path: Path, spec: dict) -> None:
                 ok = False
             if not ok:
                 raise ValueError(f"{path}: {key} = {c[key]!r} must be a positive number")
+        try:  # every other setting as `datalaws train` will read it (the store may come later)
+            RunConfig.from_dict(c, need_store=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: " + "; ".join(str(e).splitlines())) from None
 
 
 def expand(spec: dict) -> list[Run]:
@@ -167,19 +173,11 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
     """
     from datalaws.records import atomic_write_text
 
-    todo = []
-    for r in runs:
-        s = run_state(r)["state"]
-        if s in ("done", "diverged") or (s == "failed" and not retry_failed):
-            continue
-        todo.append(r)
+    todo = _to_run(runs, retry_failed)
     if progress:
         print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
               f"{len(todo)} to run ({parallel} at a time)", flush=True)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    if compile_cache is not None:
-        env |= {"JAX_COMPILATION_CACHE_DIR": str(compile_cache),
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env = _run_env(compile_cache)
     running: dict[str, tuple[subprocess.Popen, Run, float]] = {}
     codes: dict[str, int] = {}
     queue = list(todo)
@@ -222,8 +220,30 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
     return codes
 
 
+def _to_run(runs: list[Run], retry_failed: bool) -> list[Run]:
+    """Runs not finished (done or diverged); failed ones only when retried."""
+    todo = []
+    for r in runs:
+        s = run_state(r)["state"]
+        if s in ("done", "diverged") or (s == "failed" and not retry_failed):
+            continue
+        todo.append(r)
+    return todo
+
+
+def _run_env(compile_cache: str | Path | None) -> dict[str, str]:
+    """One host device per run process; a persistent compilation cache shared by the runs."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    if compile_cache is not None:
+        env |= {"JAX_COMPILATION_CACHE_DIR": str(compile_cache),
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    return env
+
+
 def status(runs: list[Run], queued: dict[str, dict] | None = None) -> list[dict]:
     """Each run's state; runs the scheduler lists as alive show as queued / running."""
+    from datalaws.model.config import RunConfig
+
     rows = []
     for r in runs:
         st = run_state(r)
@@ -231,8 +251,8 @@ def status(runs: list[Run], queued: dict[str, dict] | None = None) -> list[dict]
         if q and st["state"] not in ("done", "diverged"):
             st |= {"state": "running" if q["state"] == "RUNNING" else "queued",
                    "job": q["job"], "task": q["task"]}
-        per_step = int(r.config.get("seq_len", 128)) * int(r.config.get("batch", 8))
-        steps = int(r.config.get("tokens", 0)) // per_step
+        c = RunConfig.from_dict(r.config, need_store=False)  # steps as `train` counts them
+        per_step, steps = c.tokens_per_step, c.steps
         if st["state"] in ("partial", "running") and st.get("tokens_per_s"):
             st["eta_s"] = (steps - st["step"]) * per_step / st["tokens_per_s"]
         rows.append(st | {"preset": r.config.get("preset"), "tokens": r.config.get("tokens"),
@@ -240,15 +260,38 @@ def status(runs: list[Run], queued: dict[str, dict] | None = None) -> list[dict]
     return rows
 
 
-def _shape(cfg: dict) -> tuple:
-    """What decides a run's compiled step: model, batch, context, accumulation, mesh."""
-    from datalaws.model.sharding import MESH_AXES, parse_mesh
+def plan_runs(runs: list[Run]) -> tuple[list[dict], list[str]]:
+    """Each run's steps, tokens trained, FLOPs per token and FLOPs, read from its
+    ``RunConfig`` exactly as `datalaws train` builds it (the vocabulary is the store's
+    tokenizer's); and notes for stores that have no tokenizer yet (then the spec's
+    ``vocab``, else the model's default, is assumed)."""
+    from datalaws.model.config import RunConfig, store_vocab
 
-    mesh = parse_mesh(cfg.get("mesh"))
-    return (cfg.get("preset"), int(cfg.get("batch", 8)), int(cfg.get("seq_len", 128)),
-            int(cfg.get("grad_accum", 1)), str(cfg.get("remat", "none")),
+    rows, notes = [], set()
+    for r in runs:
+        c = RunConfig.from_dict(r.config, need_store=False)
+        if store_vocab(c.data.store) is None:
+            notes.add(f"store {c.data.store} has no tokenizer yet: FLOPs assume vocab "
+                      f"{c.model.vocab}" + ("" if "vocab" in r.config else
+                                            " (set vocab = N in the spec to say it)"))
+        rows.append({"run_id": r.run_id, "preset": c.preset, "steps": c.steps,
+                     "tokens": c.trained_tokens, "flops_per_token": c.flops_per_token,
+                     "flops": c.flops, "mixture": r.config.get("mixture")})
+    return rows, sorted(notes)
+
+
+def _shape(cfg: dict) -> tuple:
+    """What decides a run's compiled step: model, batch, context, accumulation, mesh (as
+    `datalaws train` reads them: the vocabulary is the store's tokenizer's)."""
+    from datalaws.model.config import RunConfig
+    from datalaws.model.sharding import MESH_AXES
+
+    c = RunConfig.from_dict(cfg, need_store=False)
+    m, mesh = c.model, c.train.mesh
+    return (c.preset, c.train.batch, m.seq_len, c.train.grad_accum,
+            {False: "none", True: "full"}.get(m.remat, str(m.remat)),
             None if mesh is None else ",".join(f"{a}={n}" for a, n in zip(MESH_AXES, mesh)),
-            cfg.get("dtype", "bfloat16"), int(cfg.get("vocab", 32768)))
+            m.dtype, m.vocab)
 
 
 def preflight_runs(runs: list[Run], topology: str) -> list[dict]:

@@ -86,7 +86,7 @@ def test_array_finishes_with_records_and_failure_is_reported(slurm, store, tmp_p
     st = run_state(bad)
     assert st["state"] == "failed" and st["exit_code"] == 1
     logs = "".join(p.read_text() for p in (tmp_path / "slurm").glob("*.out"))
-    assert "no meta.json" in logs
+    assert "mixture names domain(s) ['nope']" in logs  # one line naming the bad domain
     # finished runs are skipped; the failed one only comes back when asked
     assert submit(runs + [bad], SlurmProfile(), tmp_path) is None
     assert submit(runs + [bad], SlurmProfile(), tmp_path, retry_failed=True) is not None
