@@ -94,16 +94,21 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     _check_budget(a)
     out = check_output_file(Path(a.fit_dir) / "plan.json", force=True, flag="plan")
     result = load_fit(a.fit_dir)
-    if result.law.name == "filtering":  # the budget is in samples seen: choose the pool
-        from datalaws.fit.plan import pool_frontier
+    if result.law.name == "filtering":  # budgets in samples seen: how much to filter
+        from datalaws.fit.filtering import parse_budgets, parse_pools, plan_filtering, plan_lines
 
         if not a.pools or not a.tokens:
-            raise UserError("a filtering-law plan needs --pools name=unique_tokens,... and "
-                            "--tokens BUDGET[,BUDGET...] (tokens to train on)")
-        pools = {k: v for k, v in _numbers(a.pools, "--pools", named=True).items()}
-        front = pool_frontier(result, list(_numbers(a.tokens, "--tokens").values()), pools)
-        print(front.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        atomic_write_text(f"{a.fit_dir}/pool_frontier.csv", front.to_csv(index=False))
+            raise UserError("a filtering-law plan needs --pools name=unique_samples,... (best "
+                            "first) and --tokens BUDGET[,BUDGET...] (samples or tokens seen)")
+        target = None if a.out is None else check_output_file(
+            a.out, force=True, flag="--out", suffixes=(".csv", ".json"))
+        fp = plan_filtering(result, parse_budgets(a.tokens), parse_pools(a.pools))
+        print("\n".join(plan_lines(fp)))
+        if target is None:
+            print("nothing written (give --out FILE.csv or FILE.json to keep the table)")
+        else:
+            atomic_write_text(target, fp.to_json() if target.suffix == ".json" else fp.to_csv())
+            print(f"wrote {target}")
         return 0
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
@@ -246,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--mixture", help="current mixture domain=r,... (mixing-law fits)")
     pl.add_argument("--evals", help="validation composition domain=w,... whose loss to plan "
                     "for (per-domain mixing fits)")
-    pl.add_argument("--pools", help="unique tokens per pool, hq=1e9,web=5e10 (filtering fits)")
-    pl.add_argument("--tokens", help="token budgets, 1e9,1e10 (filtering fits)")
+    pl.add_argument("--pools", help="filtering fits: unique samples per pool, best first, "
+                    "top10=1.28e7,top20=1.28e7 (level k = the k best pools)")
+    pl.add_argument("--tokens", help="filtering fits: budgets in samples or tokens seen, 1e9,1e10")
+    pl.add_argument("--out", help="filtering fits: write the levels table here (.csv or .json)")
     pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")
     pl.add_argument("--seq-len", type=int, default=2048)
     pl.add_argument("--min-params", type=float, help="smallest size to consider (default: "

@@ -110,6 +110,9 @@ def _pool_weights(df: pd.DataFrame, pools: Sequence[str] = ()) -> pd.DataFrame:
                              "weights) with a value in every row")
         df = pd.concat([df, pd.get_dummies(df["pool"], prefix="pool", prefix_sep=".",
                                            dtype=float)], axis=1)
+    from datalaws.fit.filtering import check_shares
+
+    check_shares(df, pools or None)  # shares of a run's unique samples: in [0, 1], sum 1
     missing = {f"pool.{p}": 0.0 for p in pools if f"pool.{p}" not in df.columns}
     return df.assign(**missing) if missing else df
 
