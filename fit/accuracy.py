@@ -28,10 +28,11 @@ import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer import MCMC, NUTS
 
-from datalaws.fit.infer import AccuracyLink, FitConfig
+from datalaws.fit.infer import AccuracyLink, FitConfig, posterior_predictive
 from datalaws.fit.table import TableError
 
-__all__ = ["DEFAULT_FLOOR", "MODES", "resolve_floors", "fit_link", "IMPUTATIONS"]
+__all__ = ["DEFAULT_FLOOR", "MODES", "resolve_floors", "fit_link", "IMPUTATIONS",
+           "accuracy_tasks", "setup_link", "add_link"]
 
 DEFAULT_FLOOR = 0.25  # four-choice chance, used (with a warning) where no floor is known
 MODES = {"sigmoid": ("sigmoid", "two-stage"), "joint": ("sigmoid", "joint"),
@@ -114,3 +115,43 @@ def fit_link(loss_law_draws: np.ndarray, acc: np.ndarray, link: AccuracyLink,
         # pool the imputations into the draw axis, then keep the loss posterior's draw count
         out[k] = v.reshape(v.shape[0], -1, v.shape[-1])[:, : config.draws]
     return out, mcmc
+
+
+def accuracy_tasks(df: pd.DataFrame, accuracy: str | None) -> list[str]:
+    """The tasks (acc.<task> columns) to link, if ``accuracy`` asks for a link."""
+    if accuracy is None:
+        return []
+    tasks = sorted(c[4:] for c in df.columns if c.startswith("acc."))
+    if not tasks:
+        raise TableError(f"--accuracy {accuracy} asks for a loss->accuracy link but the "
+                         "table has no acc.<task> columns")
+    return tasks
+
+
+def setup_link(df: pd.DataFrame, train_df: pd.DataFrame, data, accuracy: str | None,
+               floors: Mapping[str, float] | None):
+    """(link, observed accuracy [n, tasks], mode, floor sources) for ``--accuracy``, or
+    Nones."""
+    tasks = accuracy_tasks(df, accuracy)
+    if not tasks:
+        return None, None, None, {}
+    if accuracy not in MODES:
+        raise ValueError(f"accuracy={accuracy!r}; use {'|'.join(MODES)}")
+    form, mode = MODES[accuracy]
+    fl, source = resolve_floors(train_df, tasks, floors)
+    link = AccuracyLink(tasks=tuple(tasks), floors=tuple(fl), form=form,
+                        ref_loss=float(np.median(data.y)))
+    return link, np.stack([data.acc[t] for t in tasks], axis=1), mode, source
+
+
+def add_link(idata, law, x, acc: np.ndarray, link: AccuracyLink, config: FitConfig) -> None:
+    """Second stage: fit the link on posterior draws of the law's loss at the training runs
+    and store its draws beside the loss posterior (same chains and draws)."""
+    post = idata.posterior
+    samples = {v: post[v].values.reshape(-1, *post[v].shape[2:]) for v in post.data_vars}
+    loss_law = posterior_predictive(law, samples, x, likelihood=config.likelihood)["loss_law"]
+    draws, _ = fit_link(loss_law, acc, link, config)
+    chains, n_draws = post.sizes["chain"], post.sizes["draw"]
+    for k, v in draws.items():
+        v = np.resize(v, (chains, n_draws, v.shape[-1]))  # link chains/draws -> the loss's
+        post[k] = (("chain", "draw", "task"), v)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from datalaws.fit import discrepancy as disc
-from datalaws.fit.accuracy import MODES, fit_link, resolve_floors
+from datalaws.fit.accuracy import accuracy_tasks, add_link, setup_link
 from datalaws.fit.backtest import hull_summary, learn_k
 from datalaws.fit.discrepancy import DEFAULT_K_SCALE
 from datalaws.fit.infer import (
@@ -86,16 +86,6 @@ def _build_law(name: str, priors: Mapping[str, str] | None,
                evals: Sequence[str] | None = None, sizes: Sequence[str] | None = None) -> Law:
     law = get_law(name, domains=domains, pools=pools, evals=evals, sizes=sizes)
     return law.with_priors({k: parse_prior(v) for k, v in (priors or {}).items()})
-
-
-def _tasks(df: pd.DataFrame, accuracy: str | None) -> list[str]:
-    if accuracy is None:
-        return []
-    tasks = sorted(c[4:] for c in df.columns if c.startswith("acc."))
-    if not tasks:
-        raise TableError(f"--accuracy {accuracy} asks for a loss->accuracy link but the "
-                         "table has no acc.<task> columns")
-    return tasks
 
 
 _DEFAULT_CONFIG = FitConfig()
@@ -165,20 +155,6 @@ def _split_priors(priors: Mapping[str, str] | None) -> tuple[dict, dict]:
     return law_p, {k: parse_prior(v) for k, v in noise.items()}
 
 
-def _accuracy_setup(df, train_df, data, accuracy, floors):
-    """(link, observed accuracy [n, tasks], mode) for ``--accuracy``, or Nones."""
-    tasks = _tasks(df, accuracy)
-    if not tasks:
-        return None, None, None, {}
-    if accuracy not in MODES:
-        raise ValueError(f"accuracy={accuracy!r}; use {'|'.join(MODES)}")
-    form, mode = MODES[accuracy]
-    fl, source = resolve_floors(train_df, tasks, floors)
-    link = AccuracyLink(tasks=tuple(tasks), floors=tuple(fl), form=form,
-                        ref_loss=float(np.median(data.y)))
-    return link, np.stack([data.acc[t] for t in tasks], axis=1), mode, source
-
-
 def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
         columns: Mapping[str, str] | None = None, priors: Mapping[str, str] | None = None,
         holdout: str | None = None, discrepancy: str = "backtest",
@@ -206,14 +182,14 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     law_priors, noise = _split_priors(priors)
     df, law = _prepare(df, law_name, law_priors, columns=columns, holdout=holdout)
     train_df, held_df = split_holdout(df, holdout)
-    data = law_data(train_df, law.inputs, columns=columns, tasks=_tasks(df, accuracy),
+    data = law_data(train_df, law.inputs, columns=columns, tasks=accuracy_tasks(df, accuracy),
                     nonneg=law.unscaled)
     _check_runs(len(train_df), law)
     if law.name.startswith("mixing"):  # counts what one size identifies, in mixtures
         from datalaws.fit.mixing import check_rows
 
         check_rows(law, train_df)
-    link, acc, acc_mode, floor_source = _accuracy_setup(df, train_df, data, accuracy, floors)
+    link, acc, acc_mode, floor_source = setup_link(df, train_df, data, accuracy, floors)
     scales = _scales(data, law)
     x = data.normalised(scales)
     t0 = time.perf_counter()
@@ -233,7 +209,7 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     var_names = [p.name for p in law.params] + (["sigma", "nu"] if config.likelihood ==
                                                  "studentt" else ["sigma"])
     if link is not None and acc_mode == "two-stage":
-        _add_link(idata, law, x, acc, link, config)
+        add_link(idata, law, x, acc, link, config)
     if link is not None:
         var_names += [v for v in idata.posterior.data_vars if v.startswith("acc_")]
     diag = diagnose(idata, var_names)
@@ -295,20 +271,6 @@ def _summary(law, df, train_df, held_df, holdout, data, scales, config, diag, la
         "accuracy": None,
         "diagnostics": {"ok": diag.ok, "checks": diag.checks, "failures": diag.failures()},
     }
-
-
-def _add_link(idata: az.InferenceData, law: Law, x, acc, link: AccuracyLink,
-              config: FitConfig) -> None:
-    """Second stage: fit the link on posterior draws of the law's loss at the training runs
-    and store its draws beside the loss posterior (same chains and draws)."""
-    post = idata.posterior
-    samples = {v: post[v].values.reshape(-1, *post[v].shape[2:]) for v in post.data_vars}
-    loss_law = posterior_predictive(law, samples, x, likelihood=config.likelihood)["loss_law"]
-    draws, _ = fit_link(loss_law, acc, link, config)
-    chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-    for k, v in draws.items():
-        v = np.resize(v, (chains, n_draws, v.shape[-1]))  # link chains/draws -> the loss's
-        post[k] = (("chain", "draw", "task"), v)
 
 
 def _discrepancy(law: Law, data: LawData, x, config: FitConfig, point, noise,
@@ -496,7 +458,8 @@ def load_fit(path: str | Path) -> FitResult:
     priors = summary.get("prior_overrides", summary["priors"])
     law = _build_law(summary["law"], {k: v for k, v in priors.items()
                                       if k not in NOISE_PRIORS and not v.startswith(
-                                          "Independent(")}, domains or None, pools or None,
+                                          ("Independent(", "PooledEffects("))},
+                     domains or None, pools or None,
                      evals or None, sizes=sizes if domains else None)
     idata = az.from_netcdf(str(path / "posterior.nc"))
     point = {}
