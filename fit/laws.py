@@ -42,10 +42,11 @@ __all__ = [
 
 Array = jnp.ndarray
 
-DISCREPANCY_FORM = ("log L_true = log L_law + k*d*z, z ~ N(0, 1): d = Euclidean distance from "
-                    "the convex hull of the fitted runs in the law's axes (log scale; mixture "
-                    "proportions linear); k has a posterior from rolling-origin backtests "
-                    "along each axis (default prior where none is possible)")
+DISCREPANCY_FORM = ("log L_true = log L_law + sqrt(sum_a (k_a*d_a)^2)*z, z ~ N(0, 1): d_a = the "
+                    "offset along axis a from the convex hull of the fitted runs in the law's "
+                    "axes (log scale; mixture proportions linear, one k for them); each k_a "
+                    "has a posterior from rolling-origin backtests (largest N, D, C, M held "
+                    "back in turn; the prior alone where none is possible)")
 
 
 @dataclasses.dataclass(frozen=True)
