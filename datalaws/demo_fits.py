@@ -56,6 +56,9 @@ def _mixing(out: Path, base: pd.DataFrame, cfg, eval_mix: dict, at: tuple[float,
     print(_diag(mix))
     uniform = {d: 1 / 3 for d in eval_mix}
     best = best_mixture(mix, params=at[0], tokens=at[1], default=uniform, evals=eval_mix)
+    # float32 softmax can land a hair outside [0, 1] at a corner of the simplex
+    r = np.clip(np.array([best["mixture"][d] for d in eval_mix], float), 0.0, 1.0)
+    best["mixture"] = dict(zip(eval_mix, (r / r.sum()).tolist()))
     rows = pd.DataFrame([{f"mix.{d}": r.get(d, 0.0) for d in eval_mix}
                          | {f"eval.{d}": w for d, w in eval_mix.items()}
                          | {"params": at[0], "tokens": at[1]} for r in (best["mixture"],
