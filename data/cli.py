@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 __all__ = ["register_cli"]
 
@@ -118,29 +119,46 @@ def _cmd_stats(a: argparse.Namespace) -> int:
     return 0
 
 
+# The teacher of `data quality` and `data synthesize` is a training run's model. data/ never
+# imports model/: datalaws.model.cli plugs its loaders in here when the CLI is built.
+_TEACHER: dict[str, Callable] = {}
+
+
+def use_teacher(*, scorer: Callable, sampler: Callable) -> None:
+    """``scorer(run_dir) -> (vocab, score(docs) -> (nll, tokens))``; ``sampler(run_dir) ->
+    datalaws.data.curate.Sampler``."""
+    _TEACHER.update(scorer=scorer, sampler=sampler)
+
+
+def _teacher(kind: str) -> Callable:
+    from datalaws.data.store import StoreError
+
+    if kind not in _TEACHER:
+        raise StoreError("a teacher model needs datalaws.model, which is not available here")
+    return _TEACHER[kind]
+
+
 def _cmd_quality(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tokenizers import Tokenizer
 
     from datalaws.data.store import StoreError, add_syntheticity, domain_stats
-    from datalaws.model.score import document_nll, load_model
 
     tok = Path(a.store) / "tokenizer.json"
     if not tok.is_file():
         raise StoreError(f"{a.store}: not a token store (no tokenizer.json)")
-    model = load_model(a.teacher)
+    teacher_vocab, score = _teacher("scorer")(a.teacher)
     vocab = Tokenizer.from_file(str(tok)).get_vocab_size()
-    if model.c.vocab != vocab:  # scores under another tokenizer are meaningless (NaN)
-        raise StoreError(f"--teacher {a.teacher}: trained with a {model.c.vocab}-token "
+    if teacher_vocab != vocab:  # scores under another tokenizer are meaningless (NaN)
+        raise StoreError(f"--teacher {a.teacher}: trained with a {teacher_vocab}-token "
                          f"vocabulary; {tok} has {vocab}: train the teacher on this store")
     for row in domain_stats(a.store):
         if not row.get("complete"):
             print(f"skipping incomplete domain {row['domain']}")
             continue
-        s = add_syntheticity(a.store, row["domain"],
-                             lambda docs: document_nll(model, docs, progress=True),
-                             teacher=str(a.teacher), max_docs=a.max_docs)
+        s = add_syntheticity(a.store, row["domain"], score, teacher=str(a.teacher),
+                             max_docs=a.max_docs)
         print(f"{row['domain']}: syntheticity {s:.4g} (1/perplexity under {a.teacher})")
     return 0
 
@@ -173,9 +191,9 @@ def _cmd_select(a: argparse.Namespace) -> int:
 
 def _cmd_synthesize(a: argparse.Namespace) -> int:
     from datalaws.data.curate import synthesize
-    from datalaws.model.score import load_model
 
-    m = synthesize(a.store, a.source, load_model(a.model), a.out, tokens=int(float(a.tokens)),
+    m = synthesize(a.store, a.source, _teacher("sampler")(a.model), a.out,
+                   tokens=int(float(a.tokens)),
                    prompt_tokens=a.prompt_tokens, batch=a.batch, temperature=a.temperature,
                    top_p=a.top_p, seed=a.seed, model_name=str(a.model))
     print(f"{a.out}: {m['docs']} synthetic documents, {m['tokens']:,} tokens")

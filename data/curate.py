@@ -12,7 +12,8 @@ any other domain.
   2023): hashed unigram+bigram features of token ids, a bag-of-n-grams model of target and
   raw data, log importance weight per document, Gumbel top-k sampling without replacement.
 - ``synthesize``: a synthetic domain sampled from a trained model prompted with the first
-  tokens of real documents (model/'s KV-cached ``generate``); the seed's synthesis scenario.
+  tokens of real documents (a ``Sampler``, e.g. model/'s KV-cached ``generate`` wrapped by
+  ``ModelSampler``); the seed's synthesis scenario.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -36,7 +38,7 @@ from datalaws.data.store import (
 from datalaws.io import dumps_json
 from datalaws.records import atomic_write_text
 
-__all__ = ["make_pools", "select_like", "synthesize", "read_docs"]
+__all__ = ["make_pools", "select_like", "synthesize", "read_docs", "Sampler"]
 
 
 def read_docs(store: str | Path, domain: str) -> tuple[list[np.ndarray], dict[str, np.ndarray],
@@ -165,22 +167,33 @@ def select_like(store: str | Path, raw: str, target: str, out: str, *, tokens: i
         "selection_buckets": buckets})
 
 
-def synthesize(store: str | Path, source: str, model, out: str, *, tokens: int,
+class Sampler(Protocol):
+    """What synthesis needs of a language model (``datalaws.model.generate.ModelSampler``
+    wraps a trained run's; data/ never imports model/)."""
+
+    vocab: int  # the model's vocabulary
+    seq_len: int  # its context
+
+    def __call__(self, prompts_BP: np.ndarray, max_new: int, *, rng: int, eod: int,
+                 temperature: float, top_p: float, vocab_limit: int) -> np.ndarray:
+        """[B, max_new] sampled continuations of the prompts."""
+        ...
+
+
+def synthesize(store: str | Path, source: str, model: Sampler, out: str, *, tokens: int,
                prompt_tokens: int = 32, max_new: int | None = None, batch: int = 16,
                temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
                model_name: str = "", progress: bool = True) -> dict:
     """A synthetic domain of at least ``tokens`` generated tokens, each document the model's
     continuation (prompt excluded) of the first ``prompt_tokens`` of a random real document."""
-    from datalaws.model.generate import generate
-
     store = Path(store)
     if (store / out / "meta.json").exists():
         raise StoreError(f"{store / out}: domain already exists; choose another name")
     if tokens <= 0:
         raise ValueError(f"tokens={tokens} must be > 0")
     tok = Tokenizer.from_file(str(store / "tokenizer.json"))
-    if model.c.vocab < tok.get_vocab_size():
-        raise StoreError(f"model vocabulary {model.c.vocab} is smaller than the store's "
+    if model.vocab < tok.get_vocab_size():
+        raise StoreError(f"model vocabulary {model.vocab} is smaller than the store's "
                          f"tokenizer ({tok.get_vocab_size()}); was it trained on this store?")
     docs, _, meta = read_docs(store, source)
     eod = meta["eod"]
@@ -188,7 +201,7 @@ def synthesize(store: str | Path, source: str, model, out: str, *, tokens: int,
     if not prompts:
         raise StoreError(f"domain {source!r} has no document longer than {prompt_tokens} "
                          "tokens to prompt with")
-    max_new = max_new or model.c.seq_len - prompt_tokens
+    max_new = max_new or model.seq_len - prompt_tokens
     rng = np.random.default_rng(seed)
     texts, made, t0, calls = [], 0, time.perf_counter(), 0
     from datalaws.progress import Progress
@@ -199,8 +212,8 @@ def synthesize(store: str | Path, source: str, model, out: str, *, tokens: int,
             raise StoreError(f"the model keeps ending documents at once; made {made} of "
                              f"{tokens} tokens")
         rows = np.stack([prompts[i] for i in rng.integers(0, len(prompts), batch)])
-        gen = generate(model, rows, max_new, rng=int(rng.integers(2**31)), eod=eod,
-                       temperature=temperature, top_p=top_p, vocab_limit=tok.get_vocab_size())
+        gen = model(rows, max_new, rng=int(rng.integers(2**31)), eod=eod,
+                    temperature=temperature, top_p=top_p, vocab_limit=tok.get_vocab_size())
         calls += 1
         for row in gen:
             ids = row[:np.argmax(row == eod)] if (row == eod).any() else row

@@ -284,11 +284,13 @@ def _extra_registrars():
 
 
 def _host_devices_for_chains(n: int = 4) -> None:
-    # NUTS chains run in parallel on host devices; XLA reads this flag once, at jax import.
+    # NUTS chains run in parallel on host devices; XLA reads the count once, when jax starts
+    # its CPU backend (so only before jax is imported here); a count the user set wins
     if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in \
             os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={n}").strip()
+        import numpyro
+
+        numpyro.set_host_device_count(n)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -76,6 +76,7 @@ def _quality_domains(out: Path, store: Path) -> None:
     from datalaws.data.curate import make_pools, synthesize
     from datalaws.data.store import add_syntheticity, domain_stats
     from datalaws.model.cli import run_from_dict
+    from datalaws.model.generate import ModelSampler
     from datalaws.model.score import document_nll, load_model
 
     teacher = out / "teacher"
@@ -86,7 +87,7 @@ def _quality_domains(out: Path, store: Path) -> None:
     model = None
     if not (store / "docs_syn" / "meta.json").exists():
         model = load_model(teacher)
-        synthesize(store, "docs", model, "docs_syn", tokens=30_000, seed=0,
+        synthesize(store, "docs", ModelSampler(model), "docs_syn", tokens=30_000, seed=0,
                    model_name=str(teacher), progress=False)
     todo = [row["domain"] for row in domain_stats(store) if row.get("complete")
             and row.get("syntheticity") is None and "pool_of" not in row]

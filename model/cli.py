@@ -65,3 +65,19 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     from datalaws.model.preflight import register_cli as register_preflight
 
     register_preflight(sub)
+    from datalaws.data.cli import use_teacher  # `data quality` / `data synthesize` use runs
+
+    use_teacher(scorer=_teacher_scorer, sampler=_teacher_sampler)
+
+
+def _teacher_scorer(run_dir: str):
+    from datalaws.model.score import teacher_scorer  # jax loads only when scoring
+
+    return teacher_scorer(run_dir, progress=True)
+
+
+def _teacher_sampler(run_dir: str):
+    from datalaws.model.generate import teacher_sampler
+
+    return teacher_sampler(run_dir)
+

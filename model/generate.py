@@ -18,7 +18,7 @@ from flax import nnx
 
 from datalaws.model.transformer import Transformer
 
-__all__ = ["generate", "sample_logits"]
+__all__ = ["generate", "sample_logits", "ModelSampler", "teacher_sampler"]
 
 
 def sample_logits(logits_BV: jax.Array, rng: jax.Array, *, temperature: float = 1.0,
@@ -90,3 +90,22 @@ def generate(model: Transformer, prompts_BP: np.ndarray | jax.Array, max_new: in
     return np.asarray(_generate(graphdef, state, prompts_BP, rng, max_new=max_new,
                                 temperature=float(temperature), top_p=float(top_p),
                                 vocab_limit=vocab_limit, eod=eod))
+
+
+class ModelSampler:
+    """A trained model as ``datalaws.data.curate.Sampler``: what synthesis calls."""
+
+    def __init__(self, model: Transformer):
+        self.model, self.vocab, self.seq_len = model, model.c.vocab, model.c.seq_len
+
+    def __call__(self, prompts_BP: np.ndarray, max_new: int, *, rng: int, eod: int,
+                 temperature: float, top_p: float, vocab_limit: int) -> np.ndarray:
+        return generate(self.model, prompts_BP, max_new, rng=rng, eod=eod,
+                        temperature=temperature, top_p=top_p, vocab_limit=vocab_limit)
+
+
+def teacher_sampler(run_dir: str) -> ModelSampler:
+    """The latest checkpoint of a training run, ready to synthesize with."""
+    from datalaws.model.score import load_model
+
+    return ModelSampler(load_model(run_dir))

@@ -21,7 +21,7 @@ from flax import nnx
 
 from datalaws.model.transformer import ModelConfig, Transformer
 
-__all__ = ["load_model", "document_nll"]
+__all__ = ["load_model", "document_nll", "teacher_scorer"]
 
 
 def load_model(run_dir: str | Path) -> Transformer:
@@ -108,3 +108,10 @@ def document_nll(model: Transformer, docs: Sequence[np.ndarray], *, batch: int =
         bar.update(done, f"windows, {rate:,.0f} tok/s")
     bar.close()
     return nll, count
+
+
+def teacher_scorer(run_dir: str | Path, *, progress: bool = False):
+    """(vocabulary, ``score(docs) -> (summed NLL, tokens)``) of a run's latest checkpoint:
+    what ``datalaws.data.store.add_syntheticity`` scores documents with."""
+    model = load_model(run_dir)
+    return model.c.vocab, lambda docs: document_nll(model, docs, progress=progress)
