@@ -185,6 +185,19 @@ def _greedy(cov: np.ndarray, cost: np.ndarray, budget: float, var_of, *, by_rati
     return picks
 
 
+def _ranked(picked: pd.DataFrame, sds: np.ndarray, med: float) -> pd.DataFrame:
+    """The picks in order with the target's sd and 90% width after each, and its share."""
+    runs = picked.drop(columns="mix_dict").reset_index(drop=True)
+    width = med * (np.exp(Z90 * sds) - np.exp(-Z90 * sds))
+    runs.insert(0, "rank", np.arange(1, len(runs) + 1))
+    runs["sd_log_after"] = sds[1:]
+    runs["width90_after"] = width[1:]
+    runs["reduction"] = width[:-1] - width[1:]  # of the 90% width, this pick's share
+    runs["reduction_pct"] = 100 * runs.reduction / width[0]
+    runs["reduction_per_eflop"] = runs.reduction / (runs.flops / 1e18)
+    return runs
+
+
 def next_runs(result: FitResult, budget: float, target_params: float, target_tokens: float, *,
               sizes: Mapping[str, float] | None = None,
               tokens_per_param: Sequence[float] = TOKENS_PER_PARAM, max_runs: int = 8,
@@ -227,16 +240,9 @@ def next_runs(result: FitResult, budget: float, target_params: float, target_tok
     v0 = var_of(cov[0, 0], [])
     rule = min(tries, key=lambda r: tries[r][-1][1] if tries[r] else v0)
     picks = tries[rule]
-    runs = cands.iloc[[j for j, _ in picks]].drop(columns="mix_dict").reset_index(drop=True)
     sds = np.sqrt([v0] + [v for _, v in picks])
     med = float(np.exp(np.median(law[:, 0])))
-    width = med * (np.exp(Z90 * sds) - np.exp(-Z90 * sds))
-    runs.insert(0, "rank", np.arange(1, len(runs) + 1))
-    runs["sd_log_after"] = sds[1:]
-    runs["width90_after"] = width[1:]
-    runs["reduction"] = width[:-1] - width[1:]  # of the 90% width, this pick's share
-    runs["reduction_pct"] = 100 * runs.reduction / width[0]
-    runs["reduction_per_eflop"] = runs.reduction / (runs.flops / 1e18)
+    runs = _ranked(cands.iloc[[j for j, _ in picks]], sds, med)
     alone = [v0 - var_of(cov[0, 0] - cov[0, j + 1] ** 2 / (cov[j + 1, j + 1] + s2), [j])
              for j in range(len(cands))]
     cands = cands.drop(columns="mix_dict").assign(var_reduction=alone)
