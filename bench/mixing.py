@@ -119,8 +119,9 @@ def _simulated(J: int, n_evals: int, n: int, seed: int = 0) -> dict:
     evals = [f"e{i:02d}" for i in range(n_evals)]
     law = mixing_domains_law(domains, evals, sizes=())
     z = rng.normal(0, 0.6, (n_evals, J))
+    z = (z - z.mean(axis=1, keepdims=True)).ravel()
     truth = {"e_mid": rng.uniform(2.5, 4.0, n_evals), "kappa": rng.uniform(1.0, 4.0, n_evals),
-             "z": (z - z.mean(axis=1, keepdims=True)).ravel(), "tau": np.ones(J)}
+             "z": np.concatenate([z, np.zeros(J)]) if n_evals >= 3 else z}
     r = rng.dirichlet(np.full(J, 0.7), n + 100)
     df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
     x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
@@ -135,11 +136,9 @@ def _simulated(J: int, n_evals: int, n: int, seed: int = 0) -> dict:
     out = _fit_both(train, "mixing_domains", pts, y)
     s = out["nuts"].pop("_result").samples()
     out["point"].pop("_result")
-    b = s["z"].reshape(len(s["z"]), n_evals, J)
-    if n_evals >= 3:
-        b = b * s["tau"][:, None, :]
+    b = s["z"][:, : n_evals * J].reshape(len(s["z"]), n_evals, J)
     lo, hi = np.quantile(b - b.mean(-1, keepdims=True), [0.05, 0.95], axis=0)
-    tb = truth["z"].reshape(n_evals, J)
+    tb = truth["z"][: n_evals * J].reshape(n_evals, J)
     out["recovery90"] = float(np.mean((lo <= tb) & (tb <= hi)))
     return out | {"params": len(law.params), "rows": int(n * n_evals)}
 

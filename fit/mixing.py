@@ -14,11 +14,13 @@ paper's constants are derived: ``t_ij = kappa_i beta_ij``, ``c_i = e_mid_i - 1/k
 ``k_i = exp(-t_i . u) / kappa_i``. Since ``sum_j r_j = 1`` the effects are defined up to a
 common shift; no reference domain is singled out, the shrinkage prior centres them.
 
-Hierarchical shrinkage (per-domain law, 3+ evaluation domains): ``beta_ij = tau_j * z_ij``
-with ``z_ij ~ N(0, 1)`` and one scale per training domain shared by every evaluation domain
-(``tau_j ~ HalfNormal(1)``), so 20 domains x 20 evaluation domains (~420 effects) are one
-pooled regression, not 420 free constants. With one or two loss series there is too little
-to learn a scale from (a lone ``tau * z`` is a ridge NUTS crawls along): the effects are
+Hierarchical shrinkage (per-domain law, 3+ evaluation domains): ``beta_ij ~ N(0, tau_j)``,
+one scale per training domain shared by every evaluation domain (``tau_j ~ HalfNormal(1)``),
+so 20 domains x 20 evaluation domains (~420 effects) are one pooled regression, not 420 free
+constants. It is centred (``PooledEffects``: the effects and log tau in one vector site):
+with hundreds of mixtures per domain the effects are pinned by the data, and the
+non-centred ``tau_j * z_ij`` would leave NUTS a curved ridge per domain to crawl along.
+With one or two loss series there is too little to learn a scale from: the effects are
 ``z`` themselves, shrunk by a fixed ``N(0, 1)`` (nats per unit of proportion).
 
 Size terms ``a (N/N0)^-alpha`` and ``b (D/D0)^-beta`` enter only for the inputs the table
@@ -34,15 +36,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pandas as pd
+from numpyro.distributions import constraints
 
 from datalaws.fit.laws import Axis, Law, Param
 from datalaws.fit.table import TableError
 
-__all__ = ["mixing_law", "mixing_domains_law", "mixing_implicit_law", "exp_curve", "balance_point",
+__all__ = ["mixing_law", "mixing_domains_law", "mixing_implicit_law", "exp_curve", "PooledEffects",
+           "balance_point",
            "split_by_domain", "join_domains", "identifiable", "check_rows", "check_mixtures",
            "check_eval_weights", "check_unknown_mix", "SIZE_ROLES", "MIX_TOL"]
 
@@ -63,8 +68,9 @@ def _kappa_prior() -> dist.Distribution:
 
 
 def exp_curve(g, kappa):
-    """``(exp(kappa g) - 1) / kappa``, equal to g at kappa = 0 and smooth through it."""
-    x = kappa * g
+    """``(exp(kappa g) - 1) / kappa``, equal to g at kappa = 0 and smooth through it; the
+    exponent is capped at 60 (beyond, float32 overflows: a loss of e^60 is no answer)."""
+    x = jnp.minimum(kappa * g, 60.0)
     small = jnp.abs(x) < 1e-5
     xs = jnp.where(small, 1.0, x)
     return g * jnp.where(small, 1.0 + 0.5 * x, jnp.expm1(xs) / xs)
@@ -81,6 +87,12 @@ def _front(v, shape=None):
     return v if shape is None else v.reshape(tuple(shape) + v.shape[1:])
 
 
+def _positive(loss):
+    # a loss below 0 is outside the law's meaning; a tiny floor keeps log(loss) finite, so
+    # the sampler sees a terrible fit there instead of a NaN
+    return jnp.maximum(loss, 1e-6)
+
+
 def _stack(x, names):
     return jnp.stack([jnp.asarray(x[n]) for n in names])
 
@@ -90,15 +102,40 @@ def _lift(a, nd):
     return a.reshape(a.shape[:1] + (1,) * (nd - (a.ndim - 1)) + a.shape[1:])
 
 
-def _effects(x, p, domains, series: int, pooled: bool = False):
-    """``g`` [E, *batch]: linear effects ``sum_j tau_j z_ej (r_j - u)`` for every series e
-    (``tau_j = 1`` unless ``pooled``); ``z`` is one vector [*pb, E*J]."""
+class PooledEffects(dist.Distribution):
+    """Centred hierarchical prior on an [E, J] matrix of effects, as one vector
+    ``[beta (E*J, row-major), log tau (J)]``: ``tau_j ~ HalfNormal(scale)``,
+    ``beta_ij ~ N(0, tau_j)``. Support: all reals (log tau is unconstrained)."""
+
+    arg_constraints = {}
+    support = constraints.real_vector
+
+    def __init__(self, E: int, J: int, scale: float = 1.0, *, validate_args=None):
+        self.E, self.J, self.scale = E, J, scale
+        super().__init__(batch_shape=(), event_shape=(E * J + J,), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        k1, k2 = jax.random.split(key)
+        tau = jnp.abs(self.scale * jax.random.normal(k1, sample_shape + (self.J,)))
+        beta = tau[..., None, :] * jax.random.normal(k2, sample_shape + (self.E, self.J))
+        return jnp.concatenate([beta.reshape(sample_shape + (-1,)), jnp.log(tau)], axis=-1)
+
+    def log_prob(self, value):
+        beta = value[..., : self.E * self.J].reshape(value.shape[:-1] + (self.E, self.J))
+        lt = value[..., self.E * self.J:]
+        tau = jnp.exp(lt)
+        lp = dist.HalfNormal(self.scale).log_prob(tau) + lt  # + log |d tau / d log tau|
+        return jnp.sum(lp, -1) + jnp.sum(dist.Normal(0.0, tau[..., None, :]).log_prob(beta),
+                                         (-2, -1))
+
+
+def _effects(x, p, domains, series: int):
+    """``g`` [E, *batch]: linear effects ``sum_j beta_ej (r_j - u)`` for every series e; the
+    effects are the first E*J entries of the vector ``z`` [*pb, E*J (+ J log scales)]."""
     u = 1.0 / len(domains)
     R = _stack(x, [f"r.{d}" for d in domains]) - u  # [J, *xb]
-    Z = _front(p["z"], (series, len(domains)))  # [E, J, *pb]
-    if pooled:
-        Z = Z * _front(p["tau"])[None]  # [1, J, *pb]
-    return jnp.einsum("ej...,j...->e...", Z, R)
+    Z = _front(p["z"])[: series * len(domains)]
+    return jnp.einsum("ej...,j...->e...", Z.reshape((series, len(domains)) + Z.shape[1:]), R)
 
 
 def _size_params(sizes: Sequence[str]) -> tuple[Param, ...]:
@@ -160,10 +197,13 @@ def _check(domains, sizes, what):
 
 
 def _z_param(domains, series: Sequence[str], pooled: bool = False) -> Param:
-    kind = "standardised linear effects (beta = tau_j * z)" if pooled else "linear effects (nats)"
+    what = (f"of training on each of {len(domains)} domains ({', '.join(domains)}) for each "
+            f"of {', '.join(series)}")
+    if pooled:
+        return Param("z", PooledEffects(len(series), len(domains)), f"linear effects (nats) "
+                     f"{what}, then log tau_j, their scale per training domain")
     return Param("z", _vec(dist.Normal(0.0, 1.0), len(series) * len(domains)),
-                 f"{kind} of training on each of {len(domains)} domains "
-                 f"({', '.join(domains)}) for each of {', '.join(series)}")
+                 f"linear effects (nats) {what}")
 
 
 def mixing_law(domains: Sequence[str], sizes: Sequence[str] = SIZE_ROLES) -> Law:
@@ -172,7 +212,7 @@ def mixing_law(domains: Sequence[str], sizes: Sequence[str] = SIZE_ROLES) -> Law
 
     def fn(x, p):
         g = _effects(x, p, domains, 1)[0]
-        return p["e_mid"] + exp_curve(g, p["kappa"]) + _size_terms(x, p, sizes)
+        return _positive(p["e_mid"] + exp_curve(g, p["kappa"]) + _size_terms(x, p, sizes))
 
     def derived(p, s):
         # t is defined up to a common shift (proportions sum to 1): report it centred, so
@@ -209,17 +249,19 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
     pooled = E >= 3  # per-domain scales need several evaluation domains to learn from
 
     def fn(x, p):
-        g = _effects(x, p, domains, E, pooled)
+        g = _effects(x, p, domains, E)
         nd = g.ndim - 1
         loss = _lift(_front(p["e_mid"]), nd) + exp_curve(g, _lift(_front(p["kappa"]), nd))
         w = _lift(_stack(x, [f"e.{i}" for i in evals]), nd)
-        return jnp.sum(w * loss, axis=0) + _size_terms(x, p, sizes)
+        return _positive(jnp.sum(w * loss, axis=0) + _size_terms(x, p, sizes))
 
     def derived(p, s):
         out = _size_derived(p, s, sizes)
-        Z = _front(p["z"], (E, len(domains)))
+        J = len(domains)
+        Z = _front(p["z"])
         if pooled:
-            Z = Z * _front(p["tau"])[None]
+            out |= {f"tau_{j}": jnp.exp(Z[E * J + k]) for k, j in enumerate(domains)}
+        Z = Z[: E * J].reshape((E, J) + Z.shape[1:])
         e_mid, kappa = _front(p["e_mid"]), _front(p["kappa"])
         for k, i in enumerate(evals):
             out[f"c_{i}"] = e_mid[k] - 1.0 / kappa[k]
@@ -230,10 +272,6 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                     f"uniform mixture ({', '.join(evals)})"),
               Param("kappa", _vec(_kappa_prior(), E), "curvature of each domain's law"),
               _z_param(domains, evals, pooled)]
-    if pooled:
-        params.append(Param("tau", _vec(dist.HalfNormal(1.0), len(domains)), "scale of the "
-                            "linear effects of training on each domain (nats), shared by the "
-                            "evaluation domains"))
     return Law(
         name="mixing_domains", inputs=_inputs(domains, sizes)
         | {f"e.{i}": f"eval.{i}" for i in evals},
@@ -265,8 +303,8 @@ def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
     def fn(x, p):
         g = _effects(x, p, domains, latent)
         nd = g.ndim - 1
-        return (p["e_mid"] + jnp.sum(exp_curve(g, _lift(kappas(p), nd)), axis=0)
-                + _size_terms(x, p, sizes))
+        return _positive(p["e_mid"] + jnp.sum(exp_curve(g, _lift(kappas(p), nd)), axis=0)
+                         + _size_terms(x, p, sizes))
 
     def derived(p, s):
         return _size_derived(p, s, sizes) | {"c": p["e_mid"] - jnp.sum(1.0 / kappas(p), 0)}
@@ -295,12 +333,14 @@ def balance_point(law: Law, point: Mapping) -> dict:
     if not law.name.startswith("mixing") or "z" not in point:
         return point
     J = sum(r.startswith("r.") for r in law.inputs)
-    beta = np.asarray(point["z"], float).reshape(-1, J) * np.asarray(point.get("tau", 1.0))
+    pooled = isinstance(next(p.prior for p in law.params if p.name == "z"), PooledEffects)
+    z = np.asarray(point["z"], float)
+    beta = (z[:-J] if pooled else z).reshape(-1, J)
     beta = beta - beta.mean(axis=1, keepdims=True)
-    if "tau" not in point:
+    if not pooled:
         return point | {"z": beta.ravel().tolist()}
     scale = np.maximum(np.sqrt(np.mean(beta**2, axis=0)), 1e-3)
-    return point | {"tau": scale.tolist(), "z": (beta / scale).ravel().tolist()}
+    return point | {"z": np.concatenate([beta.ravel(), np.log(scale)]).tolist()}
 
 
 def split_by_domain(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray):
@@ -323,8 +363,8 @@ def join_domains(law: Law, points: Sequence[Mapping]) -> dict:
     """The per-domain law's parameters from one single-series fit per evaluation domain."""
     out = {"e_mid": [p["e_mid"] for p in points], "kappa": [p["kappa"] for p in points],
            "z": [float(v) for p in points for v in p["z"]]}
-    if any(p.name == "tau" for p in law.params):
-        out["tau"] = [1.0] * sum(r.startswith("r.") for r in law.inputs)
+    if isinstance(next(p.prior for p in law.params if p.name == "z"), PooledEffects):
+        out["z"] += [0.0] * sum(r.startswith("r.") for r in law.inputs)  # log tau: balanced
     return balance_point(law, out)
 
 
