@@ -4,9 +4,9 @@
 (a while loop's body runs its known trip count times, e.g. the gradient-accumulation scan)
 and sums: matmul FLOPs (``dot``, TPU ``convolution``, cuBLAS gemm calls, cuDNN fused attention),
 collectives by kind with their bytes, and the batch dimension of the attention-score-sized
-arrays [B, H, T, T] (or the [B, 1, T, T] document mask), which says whether the batch is
-split in compute. XLA's own ``cost_analysis`` is preferred for FLOPs where the platform
-gives it (TPU); GPU programs need this count.
+matmuls [B, H, T, T] (or of cuDNN's fused attention's queries [B, T, H, K]), which says
+whether the batch is split in compute. XLA's ``cost_analysis`` counts a while body once
+(the scanned layers, the accumulation loop), so this count is the one preflight reports.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 import math
 import re
 from collections import defaultdict
+
+import numpy as np
 
 __all__ = ["hlo_stats", "COLLECTIVES"]
 
@@ -72,9 +74,22 @@ def _parse(text: str):
     return comps, entry
 
 
-def _trip_count(rest: str) -> int | None:
+def _trip_count(rest: str, comps: dict) -> int | None:
+    """A while loop's trip count: XLA's annotation (GPU, CPU), else the bound its condition
+    compares the counter with (TPU: ``i < constant``, a scan from 0 in steps of 1)."""
     m = re.search(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"?(\d+)', rest)
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    cond = re.search(r"condition=%?([\w.\-]+)", rest)
+    instrs = comps.get(cond.group(1), []) if cond else []
+    consts = {name: re.search(r"constant\((\d+)\)", r) for name, typ, op, r in instrs
+              if op == "constant" and typ.startswith("s32[]")}
+    for _, _, op, r in instrs:
+        if op == "compare" and "direction=LT" in r:
+            args = [a.strip().lstrip("%") for a in r.split("(", 1)[1].split(")")[0].split(",")]
+            if len(args) == 2 and consts.get(args[1]):
+                return int(consts[args[1]].group(1))
+    return None
 
 
 def _counts(comps: dict, entry: str) -> tuple[dict[str, float], bool]:
@@ -87,7 +102,7 @@ def _counts(comps: dict, entry: str) -> tuple[dict[str, float], bool]:
         for _, _, op, rest in comps.get(comp, []):
             trips = 1
             if op == "while":
-                t = _trip_count(rest)
+                t = _trip_count(rest, comps)
                 unknown |= t is None
                 trips = t or 1
             callees = [(kind, c) for kind, c in _CALLS.findall(rest) if kind != "to_apply"]
@@ -127,17 +142,45 @@ def _dot_flops(typ: str, rest: str, types: dict[str, str]) -> float:
     return 2.0 * math.prod(out[0][1]) * contract
 
 
+def _window(rest: str) -> dict[str, list[list[int]]]:
+    m = re.search(r"window=\{([^}]*)\}", rest)
+    out: dict[str, list[list[int]]] = {}
+    for item in (m.group(1).split() if m else []):
+        key, _, val = item.partition("=")
+        out[key] = [[int(x) for x in part.split("_")] for part in val.split("x")]
+    return out
+
+
+def _pairs(n: int, k: int, m: int, stride: int, lo: int, dl: int, dr: int) -> int:
+    """(output, kernel) position pairs of one spatial dimension that read a real input
+    element (not padding, not a hole of lhs dilation)."""
+    p = (np.arange(m)[:, None] * stride + np.arange(k)[None, :] * dr - lo)
+    return int(((p >= 0) & (p <= (n - 1) * dl) & (p % dl == 0)).sum())
+
+
 def _conv_flops(typ: str, rest: str, types: dict[str, str]) -> float:
-    """TPU programs write matmuls as convolutions: 2 * output size * the kernel's
-    contracted size (every kernel dimension but the output feature 'o')."""
-    out = _shapes(typ)
-    operands = _operands(rest, types)
-    m = re.search(r"dim_labels=[^_]*_([0-9a-z]+)->", rest)
-    if not out or len(operands) < 2 or not m or len(m.group(1)) != len(operands[1][1]):
+    """TPU programs write (batched) matmuls as convolutions, batch dimensions as windows:
+    2 * out batch * out features * kernel input features * per spatial dimension the
+    (output, kernel) pairs that touch real input (padding and dilation holes excluded)."""
+    out, ops = _shapes(typ), _operands(rest, types)
+    m = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", rest)
+    if not out or len(ops) < 2 or not m:
         return 0.0
-    kernel = operands[1][1]
-    contract = math.prod(d for d, label in zip(kernel, m.group(1)) if label != "o")
-    return 2.0 * math.prod(out[0][1]) * contract
+    (lhs_l, ker_l, out_l), lhs, ker, res = m.groups(), ops[0][1], ops[1][1], out[0][1]
+    if (len(lhs_l), len(ker_l), len(out_l)) != (len(lhs), len(ker), len(res)):
+        return 0.0
+    w = _window(rest)
+    total = 2.0 * res[out_l.index("b")] * res[out_l.index("f")] * ker[ker_l.index("i")]
+    for d in sorted(c for c in lhs_l if c.isdigit()):
+        j = int(d)
+
+        def attr(key, default, j=j):
+            return w[key][j][0] if key in w else default
+
+        lo = w["pad"][j][0] if "pad" in w else 0
+        total *= _pairs(lhs[lhs_l.index(d)], ker[ker_l.index(d)], res[out_l.index(d)],
+                        attr("stride", 1), lo, attr("lhs_dilate", 1), attr("rhs_dilate", 1))
+    return total
 
 
 def _gemm_flops(typ: str, rest: str, types: dict[str, str]) -> float:
@@ -170,8 +213,9 @@ def hlo_stats(text: str, seq_len: int) -> dict:
     count, unknown = _counts(comps, entry)
     types = {name: typ for instrs in comps.values() for name, typ, _, _ in instrs}
     flops = 0.0
-    coll = {k: {"count": 0.0, "bytes": 0.0} for k in COLLECTIVES}
+    coll = {k: {"count": 0.0, "bytes": 0.0} for k in (*COLLECTIVES, "matmul-ring")}
     score_batches: set[int] = set()
+    score_shapes: set[tuple[int, ...]] = set()
     for comp, instrs in comps.items():
         n = count.get(comp, 0.0)
         if not n:
@@ -181,6 +225,12 @@ def hlo_stats(text: str, seq_len: int) -> dict:
                 flops += n * _dot_flops(typ, rest, types)
             elif op == "convolution":
                 flops += n * _conv_flops(typ, rest, types)
+            if op in ("dot", "convolution"):  # attention scores [B, H, T, T] are matmuls
+                out = _shapes(typ)
+                if out and len(out[0][1]) >= 3 and out[0][1][-2] == out[0][1][-1] == seq_len:
+                    score_shapes.add(out[0][1])  # a batch of one loses its axis: [H, T, T]
+                    if len(out[0][1]) == 4:
+                        score_batches.add(out[0][1][0])
             elif op == "custom-call":
                 target = re.search(r'custom_call_target="([^"]+)"', rest)
                 target = target.group(1) if target else ""
@@ -188,13 +238,16 @@ def hlo_stats(text: str, seq_len: int) -> dict:
                     flops += n * _gemm_flops(typ, rest, types)
                 elif "fmha" in target or "cudnn$fmha" in target:
                     flops += n * _fmha_flops(target, rest, types)
+                    q = _operands(rest, types)[:1]  # [B, T, H, K]
+                    if q and len(q[0][1]) == 4:
+                        score_batches.add(q[0][1][0])
             base = op[:-6] if op.endswith("-start") else op
+            if base == "collective-permute" and "dot_general" in rest:
+                base = "matmul-ring"  # XLA's collective matmul: a weight gather as a ring
             if base in coll and not op.endswith("-done"):
                 shapes = _shapes(typ) + _operands(rest, types)
                 coll[base]["count"] += n
                 coll[base]["bytes"] += n * max((_nbytes(*s) for s in shapes), default=0)
-            for _, dims in _shapes(typ):
-                if len(dims) == 4 and dims[2] == dims[3] == seq_len:
-                    score_batches.add(dims[0])
     return {"flops": flops, "collectives": coll, "score_batches": sorted(score_batches),
+            "score_shapes": sorted(score_shapes),
             "trip_count_unknown": unknown}

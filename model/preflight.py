@@ -182,6 +182,7 @@ def _flops(compiled, c, n_devices: int) -> dict:
             "model_flops": model_flops,
             "flops_ratio": per_device * n_devices / model_flops,
             "collectives": stats["collectives"], "score_batches": stats["score_batches"],
+            "score_shapes": stats["score_shapes"],
             "trip_count_unknown": stats["trip_count_unknown"],
             "cost_model_seconds": seconds if seconds > 0 else None,
             "cost_analysis": {k: float(v) for k, v in cost.items()
@@ -273,7 +274,8 @@ def format_report(r: dict) -> str:
         "  partitioned       " + ", ".join(f"{k} 1/{v['shards']:g} per device"
                                            for k, v in p.items()),
         f"  attention scores  batch {r['score_batches']} per device (global {r['batch']} / "
-        f"data x fsdp {split} = {r['batch'] // split})",
+        f"data x fsdp {split} / grad_accum {r['grad_accum']} = "
+        f"{r['batch'] // split // r['grad_accum']}); shapes {r.get('score_shapes', [])}",
         f"  FLOPs             {r['flops_per_device']:.3g} per device x {r['devices']} / "
         f"model {r['model_flops']:.3g} (6N + attention) = ratio {r['flops_ratio']:.2f}",
         f"  collectives       {_collectives_line(r['collectives'])}",
