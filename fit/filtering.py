@@ -188,7 +188,7 @@ def filtering_law(pools: Sequence[str], *, rule: str = "paper"):
         return ({"a_paper": p["a"] * N_REF / s["D"]}
                 | {f"b_{pl}": v for pl, v in b.items()} | {f"tau_{pl}": v for pl, v in tau.items()})
 
-    stretch = "m*tau_j" if rule == "paper" else "tau_j"
+    stretch = "(m*tau_j)" if rule == "paper" else "tau_j"
     return Law(
         name="filtering" if rule == "paper" else f"filtering_{rule}",
         formula=f"err = (d + (a*min(U,D)/D0)^b(0)) * prod_k>=1 (min(k+1,R)/k)^b(k), R = D/U, "

@@ -141,7 +141,7 @@ def test_planner_picks_filtering_level_with_probability(fitted, tmp_path, capsys
     (["--pools", "hq"], "hq"),
     (["--tokens", "-5"], "-5"),
     (["--out", "{tmp}/a_file/x.csv"], "a_file"),
-    (["--out", "{tmp}"], "folder"),
+    (["--out", "{tmp}"], "--out"),
     (["--out", "levels.txt"], "levels.txt"),
 ])
 def test_bad_plan_inputs_give_one_line(fitted, capsys, tmp_path, args, culprit):
