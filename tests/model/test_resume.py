@@ -31,7 +31,9 @@ TINY = ModelConfig.preset("tiny", vocab=64, seq_len=64)
 
 
 def _cfg(**kw):
-    base = dict(model=TINY, tokens=64 * 8 * 24, batch=8, save_every=6, lr=1e-2, run_id="r")
+    # one device, as in the 1-device worker processes below: same numerics bit for bit
+    base = dict(model=TINY, tokens=64 * 8 * 24, batch=8, save_every=6, lr=1e-2, run_id="r",
+                mesh=(1, 1, 1))
     return TrainConfig(**(base | kw))
 
 
@@ -86,7 +88,7 @@ from datalaws.data.loader import markov_stream
 from datalaws.model.train import TrainConfig, train
 from datalaws.model.transformer import ModelConfig
 c = TrainConfig(model=ModelConfig.preset("tiny", vocab=64, seq_len=64), tokens=64*8*STEPS,
-                batch=8, save_every=SAVE, lr=1e-2, run_id="r")
+                batch=8, save_every=SAVE, lr=1e-2, run_id="r", mesh=(1, 1, 1))
 sys.exit(train(c, {"train": markov_stream(200_000, 64, seed=0)}, sys.argv[1], eod=0,
                progress=False))
 """
