@@ -15,7 +15,7 @@ paper's constants are derived: ``t_ij = kappa_i beta_ij``, ``c_i = e_mid_i - 1/k
 common shift; no reference domain is singled out, the shrinkage prior centres them.
 
 Hierarchical shrinkage (per-domain law, 3+ evaluation domains): ``beta_ij ~ N(0, tau_j)``,
-one scale per training domain shared by every evaluation domain (``tau_j ~ HalfNormal(1)``),
+one scale per training domain shared by every evaluation domain (``tau_j ~ LogNormal``),
 so 20 domains x 20 evaluation domains (~420 effects) are one pooled regression, not 420 free
 constants. It is centred (``PooledEffects``: the effects and log tau in one vector site):
 with hundreds of mixtures per domain the effects are pinned by the data, and the
@@ -104,19 +104,21 @@ def _lift(a, nd):
 
 class PooledEffects(dist.Distribution):
     """Centred hierarchical prior on an [E, J] matrix of effects, as one vector
-    ``[beta (E*J, row-major), log tau (J)]``: ``tau_j ~ HalfNormal(scale)``,
-    ``beta_ij ~ N(0, tau_j)``. Support: all reals (log tau is unconstrained)."""
+    ``[beta (E*J, row-major), log tau (J)]``: ``log tau_j ~ N(log scale, 0.75)``,
+    ``beta_ij ~ N(0, tau_j)``. Support: all reals. The scale's prior keeps tau off 0: a
+    half-normal lets a domain with weak effects fall into the funnel's neck (tau -> 0 with
+    every beta_ij -> 0), where NUTS diverges."""
 
     arg_constraints = {}
     support = constraints.real_vector
 
-    def __init__(self, E: int, J: int, scale: float = 1.0, *, validate_args=None):
+    def __init__(self, E: int, J: int, scale: float = 0.5, *, validate_args=None):
         self.E, self.J, self.scale = E, J, scale
         super().__init__(batch_shape=(), event_shape=(E * J + J,), validate_args=validate_args)
 
     def sample(self, key, sample_shape=()):
         k1, k2 = jax.random.split(key)
-        tau = jnp.abs(self.scale * jax.random.normal(k1, sample_shape + (self.J,)))
+        tau = self.scale * jnp.exp(0.75 * jax.random.normal(k1, sample_shape + (self.J,)))
         beta = tau[..., None, :] * jax.random.normal(k2, sample_shape + (self.E, self.J))
         return jnp.concatenate([beta.reshape(sample_shape + (-1,)), jnp.log(tau)], axis=-1)
 
@@ -124,7 +126,7 @@ class PooledEffects(dist.Distribution):
         beta = value[..., : self.E * self.J].reshape(value.shape[:-1] + (self.E, self.J))
         lt = value[..., self.E * self.J:]
         tau = jnp.exp(lt)
-        lp = dist.HalfNormal(self.scale).log_prob(tau) + lt  # + log |d tau / d log tau|
+        lp = dist.Normal(jnp.log(self.scale), 0.75).log_prob(lt)
         return jnp.sum(lp, -1) + jnp.sum(dist.Normal(0.0, tau[..., None, :]).log_prob(beta),
                                          (-2, -1))
 
