@@ -65,7 +65,6 @@ def test_350m_on_v5e_2x2_with_tensor_parallelism(v5e_sweep):
     assert r["devices"] == 4 and r["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
     assert r["device_kind"] == "TPU v5 lite" and r["attention"] == "xla"
     _check_350m(r, batch=8, split=2)
-    assert r["cost_model_seconds"] and r["cost_model_seconds"] > 0
 
 
 def test_sweep_plan_refuses_a_sweep_that_does_not_fit(v5e_sweep, capsys):
