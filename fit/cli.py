@@ -94,7 +94,7 @@ def _print_summary(s: dict) -> None:
             print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g} "
                   f"{p.get('r_hat', nan):6.3f} {p.get('ess_bulk', nan):8.0f}")
     if hidden:  # mixing laws: hundreds of standardised effects; the file has them all
-        print(f"{'':>10} ({len(hidden)} standardised mixture effects z_* in summary.json)")
+        print(f"{'':>10} ({len(hidden)} mixture effects z[*] in summary.json)")
     for name, p in s["derived"].items():
         print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g}   (derived)")
     d = s["discrepancy"]
