@@ -74,21 +74,42 @@ def _parse(text: str):
     return comps, entry
 
 
-def _trip_count(rest: str, comps: dict) -> int | None:
+def _args(rest: str) -> list[str]:
+    return [a.strip().lstrip("%") for a in rest.split("(", 1)[1].split(")")[0].split(",")]
+
+
+def _start(rest: str, loop_comp: list, index: int) -> int:
+    """The counter's initial value: element ``index`` of the tuple the loop starts from
+    (TPU's collective-matmul loops peel iterations and start past 0)."""
+    by_name = {name: (op, r) for name, _, op, r in loop_comp}
+    init = by_name.get(_args(rest)[0])
+    if init and init[0] == "tuple":
+        first = by_name.get(_args(init[1])[index])
+        m = first and first[0] == "constant" and re.search(r"constant\((\d+)\)", first[1])
+        if m:
+            return int(m.group(1))
+    return 0
+
+
+def _trip_count(rest: str, comps: dict, caller: list) -> int | None:
     """A while loop's trip count: XLA's annotation (GPU, CPU), else the bound its condition
-    compares the counter with (TPU: ``i < constant``, a scan from 0 in steps of 1)."""
+    compares the counter with, less the counter's start (TPU: ``i < constant``, step 1)."""
     m = re.search(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"?(\d+)', rest)
     if m:
         return int(m.group(1))
     cond = re.search(r"condition=%?([\w.\-]+)", rest)
     instrs = comps.get(cond.group(1), []) if cond else []
     consts = {name: re.search(r"constant\((\d+)\)", r) for name, typ, op, r in instrs
-              if op == "constant" and typ.startswith("s32[]")}
+              if op == "constant" and re.match(r"[su]\d+\[\]", typ)}
+    gte = {name: re.search(r"index=(\d+)", r) for name, _, op, r in instrs
+           if op == "get-tuple-element"}
     for _, _, op, r in instrs:
         if op == "compare" and "direction=LT" in r:
-            args = [a.strip().lstrip("%") for a in r.split("(", 1)[1].split(")")[0].split(",")]
+            args = _args(r)
             if len(args) == 2 and consts.get(args[1]):
-                return int(consts[args[1]].group(1))
+                index = gte.get(args[0])
+                start = _start(rest, caller, int(index.group(1))) if index else 0
+                return int(consts[args[1]].group(1)) - start
     return None
 
 
@@ -102,7 +123,7 @@ def _counts(comps: dict, entry: str) -> tuple[dict[str, float], bool]:
         for _, _, op, rest in comps.get(comp, []):
             trips = 1
             if op == "while":
-                t = _trip_count(rest, comps)
+                t = _trip_count(rest, comps, comps[comp])
                 unknown |= t is None
                 trips = t or 1
             callees = [(kind, c) for kind, c in _CALLS.findall(rest) if kind != "to_apply"]
