@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["run_preflight", "preflight", "format_report", "default_batch", "TARGETS"]
+__all__ = ["run_preflight", "preflight", "format_report", "default_batch", "TARGETS",
+           "PreflightError", "fits"]
 
 TARGETS = Path(__file__).parent / "targets"
 REPO = Path(__file__).resolve().parents[1]
@@ -235,6 +236,10 @@ def run_preflight(topology: str, preset: str, **options) -> dict:
 _RESULTS: dict[str, dict] = {}
 
 
+class PreflightError(RuntimeError):
+    """The compile for a topology failed (unknown topology, a missing compiler, a bug)."""
+
+
 def _compile_elsewhere(topology: str, preset: str, **options) -> dict:
     platform = _platform(topology)
     if platform == "cpu":
@@ -249,11 +254,11 @@ def _compile_elsewhere(topology: str, preset: str, **options) -> dict:
     env |= {"JAX_PLATFORMS": "cpu", "TPU_WORKER_HOSTNAMES": "localhost",
             "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": "", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
     p = subprocess.run(args, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        err = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith(
-            ("E0000", "W0000", "I0000", "WARNING: Logging", "=== Source", "learning/"))]
-        raise RuntimeError(f"preflight {topology} {preset} failed: "
-                           f"{' / '.join(err[-3:]) or p.returncode}")
+    if p.returncode != 0:  # the exception's last line says what went wrong
+        err = [ln.strip() for ln in p.stderr.splitlines() if "Error" in ln
+               and not ln.startswith(("E0000", "E1", "W0000", "I0000"))]
+        raise PreflightError(f"preflight {topology} {preset} failed: "
+                             f"{err[-1] if err else 'exit code ' + str(p.returncode)}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
