@@ -80,7 +80,7 @@ def _regmix(evals: str) -> dict:
     df = pd.read_csv(DATA / "regmix_1m.csv")
     mix = [c for c in df if c.startswith("mix.")]
     loss = [c for c in df if c.startswith("loss.")]
-    if evals == "pile_cc":
+    if evals in ("pile_cc", "implicit"):  # the implicit form: Pile-CC as the overall loss
         loss = ["loss.pile_cc"]
     train = df[df.split == "train"][mix + loss]
     test = df[df.split == "test"]

@@ -99,7 +99,7 @@ def test_joint_form_over_three_sizes():
     x = {"N": params / np.exp(np.log(params).mean())} | {f"r.{d}": r[:, j]
                                                         for j, d in enumerate(domains)}
     df["loss"] = np.asarray(law.fn(x, truth)) * np.exp(0.01 * rng.standard_normal(n))
-    res = fit(df, "mixing", config=STEADY, discrepancy="none")
+    res = fit(df, "mixing", config=dataclasses.replace(STEADY, draws=700), discrepancy="none")
     assert "N" in res.law.inputs and "D" not in res.law.inputs  # tokens not in the table
     assert res.summary["diagnostics"]["ok"], res.summary["diagnostics"]["failures"]
     for name in ("alpha", "kappa", "e_mid"):
