@@ -75,7 +75,8 @@ def _parse(text: str):
 
 
 def _args(rest: str) -> list[str]:
-    return [a.strip().lstrip("%") for a in rest.split("(", 1)[1].split(")")[0].split(",")]
+    inside = re.sub(r"/\*.*?\*/", "", rest.split("(", 1)[1].split(")")[0])
+    return [a.strip().lstrip("%") for a in inside.split(",")]
 
 
 def _start(rest: str, loop_comp: list, index: int) -> int:
@@ -85,6 +86,8 @@ def _start(rest: str, loop_comp: list, index: int) -> int:
     init = by_name.get(_args(rest)[0])
     if init and init[0] == "tuple":
         first = by_name.get(_args(init[1])[index])
+        while first and first[0] == "copy":  # copies of the constant, placed for the loop
+            first = by_name.get(_args(first[1])[0])
         m = first and first[0] == "constant" and re.search(r"constant\((\d+)\)", first[1])
         if m:
             return int(m.group(1))
