@@ -200,7 +200,9 @@ def filtering_law(pools: Sequence[str], *, rule: str = "paper"):
                   "half-life, d inside the repetition product, pools combined by averaged "
                   "utility and m-fold half-life (authors' estimate_best_pool.py)",
         unscaled=("repetitions", *(f"w.{pl}" for pl in pools)),
-        axes=(Axis("D", {"D": 1.0}), Axis("repetitions", {"repetitions": 1.0})))
+        # budget and unique size: independent directions (D and D/U are one direction for
+        # runs on one pool, so declaring both would count one extrapolation twice)
+        axes=(Axis("D", {"D": 1.0}), Axis("U", {"D": 1.0, "repetitions": -1.0})))
 
 
 # The authors' released fit (results/parameter_values.jsonl, tmars_imagenet1k_utility;
