@@ -149,7 +149,8 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
     _accuracy(chin, {"params": p.chosen["params"], "tokens": p.chosen["tokens"]}, lines)
     for line in lines:
         print(line)
-    report = write_report(fits, df, out / "report.html")
+    # one table for every fit: the base runs (the mixing law knows only the base domains)
+    report = write_report(fits, base, out / "report.html")
     page = report.read_text()
     summary = ("<section id='demo-summary'><h2>Demo summary</h2><ul>"
                + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul></section>")
