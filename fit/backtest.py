@@ -39,9 +39,11 @@ def _fold_diagnostics(mcmc, n_folds: int) -> list[dict]:
     div = int(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).sum())
     out = []
     for f in range(n_folds):
-        per = {k: v[:, :, f, 0] for k, v in s.items() if v.ndim >= 4}
-        rh = max(float(az.rhat(v)) for v in per.values()) if s and per else float("nan")
-        ess = min(float(az.ess(v)) for v in per.values()) if per else float("nan")
+        # Vector parameters (e.g. the mixing laws' t_ij) count component by component.
+        per = [c for v in s.values() if v.ndim >= 4
+               for c in np.moveaxis(v[:, :, f, 0].reshape(*v.shape[:2], -1), -1, 0)]
+        rh = max(float(az.rhat(c)) for c in per) if per else float("nan")
+        ess = min(float(az.ess(c)) for c in per) if per else float("nan")
         out.append({"r_hat": rh, "ess_bulk": ess, "ok": bool(rh <= FOLD_MAX_RHAT)})
     for o in out:
         o["divergences_all_folds"] = div
