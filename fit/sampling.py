@@ -75,7 +75,7 @@ def init_near(site=None, values: Mapping[str, np.ndarray] | None = None, scale: 
 def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitConfig, *,
              link: AccuracyLink | None = None, acc: np.ndarray | None = None,
              init: Mapping[str, float] | None = None, mask: np.ndarray | None = None,
-             noise: Mapping[str, dist.Distribution] | None = None, disperse: float = 0.25
+             noise: Mapping[str, dist.Distribution] | None = None, disperse: float = 0.1
              ) -> MCMC:
     """Sample the posterior with NUTS, chains on separate host devices when there are enough.
 
