@@ -167,5 +167,5 @@ def test_bad_profile_steps_is_one_line(flag, tmp_path, capsys):
     code = main(["train", "--preset", "tiny", "--tokens", "1e4", "--data", str(tmp_path),
                  "--mixture", "a=1", "--out", str(tmp_path / "o"), "--profile-steps", flag])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "--profile-steps" in err
+    assert code == 1 and err.count("\n") == 1 and "profile_steps" in err
     assert not (tmp_path / "o").exists()
