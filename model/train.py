@@ -43,10 +43,10 @@ from datalaws.exitcodes import EXIT_REQUEUE
 from datalaws.model.evaluation import Validator, composite_loss
 from datalaws.model.flops import flops_per_token, peak_flops
 from datalaws.model.metrics import ProfileWindow, RunLogger
+from datalaws.model.record import run_record
 from datalaws.model.resume import check_run_dir, previous_wall_time, truncate_metrics
 from datalaws.model.sharding import (
     batch_spec,
-    describe_mesh,
     is_primary,
     logical_spec,
     make_mesh,
@@ -54,7 +54,7 @@ from datalaws.model.sharding import (
     named_shardings,
 )
 from datalaws.model.transformer import ModelConfig, Transformer, attention_impl, count_params
-from datalaws.records import RunRecord, atomic_write_text, write_record
+from datalaws.records import atomic_write_text, write_record
 
 __all__ = ["TrainConfig", "train", "make_mesh", "init_state", "make_train_step", "EXIT_REQUEUE",
            "CheckpointError"]
@@ -327,125 +327,39 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     them in the record. ``record_config``: the config the record stores (the ``RunConfig``'s
     ``to_dict()`` from ``datalaws.model.run.train``; default: this TrainConfig's fields).
     """
-    from datalaws.envinfo import describe_devices, git_sha, package_versions
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     mgr = _checkpoint_manager(run_dir, c.keep)
     meta = _saved_meta(mgr)  # a finished run, or a resume with another config: refuse now
     check_run_dir(run_dir, _config_dict(c), lambda: meta)
     mesh = make_mesh(c.mesh)
-    impl = attention_impl(c.model.attention, c.model.dtype, mesh_platform(mesh))
     graphdef, state, shardings = init_state(c, mesh)
-    # each process loads its own slice of the global batch; the step sees one global array
-    n_proc = jax.process_count()
-    if c.batch % n_proc:
-        raise ValueError(f"TrainConfig.batch={c.batch} is not divisible by the {n_proc} "
-                         "processes")
-    loader = make_loader(streams, LoaderConfig(seq_len=c.model.seq_len, batch=c.batch // n_proc,
-                                               mixture=dict(c.mixture), seed=c.seed,
-                                               unique_tokens=c.unique_tokens, epochs=None,
-                                               workers=c.loader_workers), eod=eod,
-                         process_index=jax.process_index(), process_count=n_proc)
-    batch_sharding = NamedSharding(mesh, batch_spec(mesh, c.batch))
-    iterator = iter(loader)
+    iterator, batch_sharding = _batches(c, streams, eod, mesh)
     state, start = _restore(mgr, state, iterator, c.model)
-    step_fn = make_train_step(graphdef, shardings, mesh, c.grad_accum, c.z_loss)
-    validator = Validator(valid or {}, seq_len=c.model.seq_len, eod=eod,
-                          eval_windows=c.eval_windows, curve_windows=c.curve_windows,
-                          batch=c.batch)
-    eval_mix = dict(c.eval_mix) if c.eval_mix else {d: 1 / len(valid) for d in valid or {}}
-    total, nonembed = count_params(c.model)
-    fpt = flops_per_token(c.model)
-    schedule = _schedule(c)
-    peak = peak_flops() * mesh.size  # the chips the step runs on
-    metrics_path = run_dir / "metrics.jsonl"
-    if not is_primary():
-        pass  # multi-host: process 0 alone owns the run directory's files
-    elif start == 0:
-        metrics_path.unlink(missing_ok=True)
-    else:  # drop lines past the restored step (written after the last checkpoint)
-        truncate_metrics(metrics_path, start)
-    log = RunLogger(run_dir, run_id=c.run_id, steps=c.steps, log_every=c.log_every,
-                    tokens_per_step=c.batch * c.model.seq_len, flops_per_token=fpt,
-                    peak_flops=peak, start=start, config=_config_dict(c), wandb=wandb,
-                    progress=progress)
-    if progress:
-        print(f"[{c.run_id}] {total / 1e6:.2f}M params, {c.steps} steps x {c.batch}x"
-              f"{c.model.seq_len} tokens, attention={impl}, mesh={dict(mesh.shape)}, "
-              f"{'resuming at step ' + str(start) if start else 'from scratch'}", flush=True)
+    validator, eval_mix = _validation(c, valid, eod)
+    log = _logger(c, run_dir, mesh, start, wandb=wandb, progress=progress)
     # wall_time counts every invocation's training loop, up to the restored checkpoint
     t_run = time.perf_counter() - (previous_wall_time(meta) if start else 0.0)
-    status, error, code, loss = "done", None, 0, float("nan")
-    step = start
+    loop = _Loop(c=c, mgr=mgr, iterator=iterator, graphdef=graphdef, log=log,
+                 step_fn=make_train_step(graphdef, shardings, mesh, c.grad_accum, c.z_loss),
+                 batch_sharding=batch_sharding, validator=validator, eval_mix=eval_mix,
+                 t_run=t_run)
     with _Preempted() as pre, log, ProfileWindow(run_dir, profile_steps) as prof:
-        while step < c.steps:
-            with prof.step(step + 1):
-                with log.timed("data"):
-                    batch = next(iterator)
-                with log.timed("step"):  # float() waits for the device
-                    state, m = step_fn(state, {k: jax.make_array_from_process_local_data(
-                        batch_sharding, v) for k, v in batch.items()})
-                    loss = float(m["loss"])
-            step += 1
-            if not math.isfinite(loss):
-                status, error = "diverged", f"non-finite loss {loss} at step {step}"
-                break
-            point = None
-            if validator.final and c.eval_every and (step % c.eval_every == 0
-                                                    or step == c.steps):
-                with log.timed("eval"):
-                    curve = validator.losses(graphdef, state, curve=True)
-                point = {"eval": curve, "eval_loss": composite_loss(curve, eval_mix)}
-                log.eval(step, curve, overall=point["eval_loss"])
-            log.step(step, loss=loss, grad_norm=float(m["grad_norm"]),
-                     lr=float(schedule(step - 1)), extra=point)  # this step's update
-            if step % c.save_every == 0 or step == c.steps:
-                with log.timed("ckpt"):
-                    log.flush()
-                    _save(mgr, step, state, iterator, c, time.perf_counter() - t_run)
-            if pre.flag or (stop_after is not None and step - start >= stop_after):
-                if step % c.save_every and step != c.steps:
-                    log.flush()
-                    _save(mgr, step, state, iterator, c, time.perf_counter() - t_run)
-                status, code = "preempted", EXIT_REQUEUE
-                break
+        state, step, status, error, loss = loop.run(state, start, pre, prof, stop_after)
     mgr.wait_until_finished()
     if progress:
         print(flush=True)
+    code = EXIT_REQUEUE if status == "preempted" else 0
     if pre.signal:  # one line, then the caller exits (130 for Ctrl-C, requeue for SIGTERM)
         print(f"[{c.run_id}] interrupted by {pre.signal} at step {step}: checkpoint saved in "
               f"{run_dir}; rerun the same command to resume", file=sys.stderr, flush=True)
         code = 130 if pre.signal == "SIGINT" else EXIT_REQUEUE
-    eval_losses, accuracy = {}, {}
-    if status == "done":
-        eval_losses = validator.losses(graphdef, state)
-        if eval_fn is not None:
-            accuracy = eval_fn(nnx.merge(graphdef, state)[0])
-    trained = step * c.batch * c.model.seq_len
-    # one target for every run of a store: the declared composition of the fixed validation
-    # set, never the run's own training mixture; no validation set: the last train loss
-    overall = (composite_loss(eval_losses, eval_mix) if eval_losses
-               else (loss if math.isfinite(loss) else None))
-    if status == "done":
-        log.eval(step, eval_losses, accuracy, overall=overall if eval_losses else None,
-                 tag="final")
-    log.close()
-    q = quality or {}
-    record = RunRecord(
-        run_id=c.run_id, status=status, preset=_preset_name(c.model),
-        config=_config_dict(c) if record_config is None else dict(record_config),
-        params=total, params_nonembed=nonembed, tokens=trained, steps=step, batch=c.batch,
-        seq_len=c.model.seq_len, mixture=dict(c.mixture), pool=c.pool,
-        repetitions=c.repetitions, unique_tokens=c.unique_tokens,
-        diversity=q.get("diversity"), syntheticity=q.get("syntheticity"), loss=overall,
-        eval_losses=eval_losses, eval_mix=eval_mix if eval_losses else {},
-        validation=_validation_info(validation, c) if eval_losses else {},
-        schedule=schedule_info(c), accuracy=accuracy, chance=dict(chance or {}),
-        flops=float(fpt * trained),
-        wall_time=time.perf_counter() - t_run, seed=c.seed,
-        hardware=f"{describe_devices()}, {describe_mesh(mesh)}, attention {impl}",
-        versions=package_versions(), git_sha=git_sha(), error=error)
+    eval_losses, accuracy, overall = loop.final(state, step, status, loss, eval_fn)
+    record = run_record(c, status, step, mesh, quality=quality, loss=overall,
+                        eval_losses=eval_losses, eval_mix=eval_mix, validation=validation,
+                        accuracy=accuracy, chance=chance, wall_time=time.perf_counter() - t_run,
+                        error=error, config=record_config or _config_dict(c),
+                        schedule=schedule_info(c))
     if not is_primary():
         pass  # the other processes trained the same step; process 0 writes the record
     elif status != "preempted":
@@ -455,19 +369,126 @@ def train(c: TrainConfig, streams: Mapping[str, np.ndarray], run_dir: str | Path
     return code
 
 
-def _validation_info(validation: Mapping | None, c: TrainConfig) -> dict:
-    """What identifies the evaluation: the store's validation hash and how it was read."""
-    v = dict(validation or {})
-    return {"hash": v.get("hash"), "seq_len": c.model.seq_len, "windows": c.eval_windows,
-            "domains": {d: {k: x.get(k) for k in ("hash", "tokens", "docs", "rule")}
-                        for d, x in v.get("domains", {}).items()}}
+def _validation(c: TrainConfig, valid: Mapping | None, eod: int) -> tuple[Validator, dict]:
+    """The validator of every domain's windows and the composition of the run's loss
+    (declared, else uniform over the domains)."""
+    validator = Validator(valid or {}, seq_len=c.model.seq_len, eod=eod,
+                          eval_windows=c.eval_windows, curve_windows=c.curve_windows,
+                          batch=c.batch)
+    eval_mix = dict(c.eval_mix) if c.eval_mix else {d: 1 / len(valid) for d in valid or {}}
+    return validator, eval_mix
 
 
-def _preset_name(m: ModelConfig) -> str:
-    for name, shape in ModelConfig.PRESET_SHAPES.items():
-        if shape == (m.d_model, m.n_layers, m.n_heads):
-            return name
-    return "custom"
+def _batches(c: TrainConfig, streams: Mapping[str, np.ndarray], eod: int, mesh):
+    """(iterator over this process's slice of each global batch, the batch's sharding)."""
+    n_proc = jax.process_count()
+    if c.batch % n_proc:
+        raise ValueError(f"TrainConfig.batch={c.batch} is not divisible by the {n_proc} "
+                         "processes")
+    loader = make_loader(streams, LoaderConfig(seq_len=c.model.seq_len, batch=c.batch // n_proc,
+                                               mixture=dict(c.mixture), seed=c.seed,
+                                               unique_tokens=c.unique_tokens, epochs=None,
+                                               workers=c.loader_workers), eod=eod,
+                         process_index=jax.process_index(), process_count=n_proc)
+    return iter(loader), NamedSharding(mesh, batch_spec(mesh, c.batch))
+
+
+def _logger(c: TrainConfig, run_dir: Path, mesh, start: int, *, wandb: bool,
+            progress: bool) -> RunLogger:
+    """The run's logger, metrics.jsonl cut back to the restored step, and the opening line."""
+    metrics_path = run_dir / "metrics.jsonl"
+    if not is_primary():
+        pass  # multi-host: process 0 alone owns the run directory's files
+    elif start == 0:
+        metrics_path.unlink(missing_ok=True)
+    else:  # drop lines past the restored step (written after the last checkpoint)
+        truncate_metrics(metrics_path, start)
+    log = RunLogger(run_dir, run_id=c.run_id, steps=c.steps, log_every=c.log_every,
+                    tokens_per_step=c.batch * c.model.seq_len,
+                    flops_per_token=flops_per_token(c.model),
+                    peak_flops=peak_flops() * mesh.size,  # the chips the step runs on
+                    start=start, config=_config_dict(c), wandb=wandb, progress=progress)
+    if progress:
+        impl = attention_impl(c.model.attention, c.model.dtype, mesh_platform(mesh))
+        print(f"[{c.run_id}] {count_params(c.model)[0] / 1e6:.2f}M params, {c.steps} steps x "
+              f"{c.batch}x{c.model.seq_len} tokens, attention={impl}, mesh={dict(mesh.shape)}, "
+              f"{'resuming at step ' + str(start) if start else 'from scratch'}", flush=True)
+    return log
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The training loop's parts: step, validation curve, checkpoints, preemption."""
+
+    c: TrainConfig
+    mgr: ocp.CheckpointManager
+    iterator: object
+    graphdef: object
+    log: RunLogger
+    step_fn: object
+    batch_sharding: NamedSharding
+    validator: Validator
+    eval_mix: dict
+    t_run: float
+
+    def run(self, state, start: int, pre: _Preempted, prof: ProfileWindow,
+            stop_after: int | None):
+        """Step until the budget is spent, the loss is not finite, or a stop is asked:
+        (state, step, status, error, last loss)."""
+        c, log = self.c, self.log
+        schedule = _schedule(c)
+        status, error, loss, step = "done", None, float("nan"), start
+        while step < c.steps:
+            with prof.step(step + 1):
+                with log.timed("data"):
+                    batch = next(self.iterator)
+                with log.timed("step"):  # float() waits for the device
+                    state, m = self.step_fn(state, {k: jax.make_array_from_process_local_data(
+                        self.batch_sharding, v) for k, v in batch.items()})
+                    loss = float(m["loss"])
+            step += 1
+            if not math.isfinite(loss):
+                status, error = "diverged", f"non-finite loss {loss} at step {step}"
+                break
+            point = None
+            if self.validator.final and c.eval_every and (step % c.eval_every == 0
+                                                         or step == c.steps):
+                with log.timed("eval"):
+                    curve = self.validator.losses(self.graphdef, state, curve=True)
+                point = {"eval": curve, "eval_loss": composite_loss(curve, self.eval_mix)}
+                log.eval(step, curve, overall=point["eval_loss"])
+            log.step(step, loss=loss, grad_norm=float(m["grad_norm"]),
+                     lr=float(schedule(step - 1)), extra=point)  # this step's update
+            if step % c.save_every == 0 or step == c.steps:
+                with log.timed("ckpt"):
+                    self.save(step, state)
+            if pre.flag or (stop_after is not None and step - start >= stop_after):
+                if step % c.save_every and step != c.steps:
+                    self.save(step, state)
+                status = "preempted"
+                break
+        return state, step, status, error, loss
+
+    def final(self, state, step: int, status: str, loss: float, eval_fn):
+        """(validation losses, task accuracy, the run's loss) at the end of a finished run."""
+        eval_losses, accuracy = {}, {}
+        if status == "done":
+            eval_losses = self.validator.losses(self.graphdef, state)
+            if eval_fn is not None:
+                accuracy = eval_fn(nnx.merge(self.graphdef, state)[0])
+        # one target for every run of a store: the declared composition of the fixed
+        # validation set, never the run's own training mixture; none: the last train loss
+        overall = (composite_loss(eval_losses, self.eval_mix) if eval_losses
+                   else (loss if math.isfinite(loss) else None))
+        if status == "done":
+            self.log.eval(step, eval_losses, accuracy,
+                          overall=overall if eval_losses else None, tag="final")
+        self.log.close()
+        return eval_losses, accuracy, overall
+
+    def save(self, step: int, state) -> None:
+        self.log.flush()
+        _save(self.mgr, step, state, self.iterator, self.c, time.perf_counter() - self.t_run)
 
 
 def _config_dict(c: TrainConfig) -> dict:
