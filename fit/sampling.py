@@ -45,7 +45,7 @@ class FitConfig:
     draws: int = 1000  # kept draws per chain
     seed: int = 0
     likelihood: str = "studentt"  # "studentt" or "normal", on log loss
-    target_accept: float = 0.9
+    target_accept: float = 0.95  # 0.9 left a stray divergence on some quality-law fits
     progress: bool = True
 
     def __post_init__(self):
