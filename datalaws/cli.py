@@ -95,14 +95,15 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     out = check_output_file(Path(a.fit_dir) / "plan.json", force=True, flag="plan")
     result = load_fit(a.fit_dir)
     if result.law.name == "filtering":  # budgets in samples seen: how much to filter
-        from datalaws.fit.filtering import parse_budgets, parse_pools, plan_filtering, plan_lines
+        from datalaws.fit.filtering import parse_pools, plan_filtering, plan_lines
 
         if not a.pools or not a.tokens:
             raise UserError("a filtering-law plan needs --pools name=unique_samples,... (best "
                             "first) and --tokens BUDGET[,BUDGET...] (samples or tokens seen)")
         target = None if a.out is None else check_output_file(
             a.out, force=True, flag="--out", suffixes=(".csv", ".json"))
-        fp = plan_filtering(result, parse_budgets(a.tokens), parse_pools(a.pools))
+        budgets = list(_numbers(a.tokens, "--tokens").values())
+        fp = plan_filtering(result, budgets, parse_pools(a.pools))
         print("\n".join(plan_lines(fp)))
         if target is None:
             print("nothing written (give --out FILE.csv or FILE.json to keep the table)")

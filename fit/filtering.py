@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["N_REF", "HEAD_PASSES", "RULES", "repetition_sum", "union_error", "filtering_law",
-           "pool_utilities", "parse_pools", "parse_budgets", "check_shares",
+           "pool_utilities", "parse_pools", "check_shares",
            "FilterPlan", "filtering_levels", "plan_filtering", "plan_lines", "PAPER_POOLS"]
 
 N_REF = 1e5  # the paper's sample normaliser: error = (a*n/1e5)^b + d
@@ -237,22 +237,6 @@ def parse_pools(text: str | None) -> dict[str, float]:
             raise ValueError(f"--pools: pool {name!r} has {value.strip()} unique samples; "
                              "each pool's size must be a positive number")
         out[name] = size
-    return out
-
-
-def parse_budgets(text: str | None, what: str = "--tokens") -> list[float]:
-    """``1e8,1e9`` -> positive finite budgets (samples or tokens seen)."""
-    if not text or not text.strip():
-        raise ValueError(f"{what}: give one or more budgets, e.g. 3.2e7,6.4e8")
-    out = []
-    for item in text.split(","):
-        try:
-            v = float(item)
-        except ValueError:
-            raise ValueError(f"{what}: {item.strip()!r} is not a number") from None
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{what}: budget {item.strip()} must be a positive number")
-        out.append(v)
     return out
 
 
