@@ -400,6 +400,13 @@ def check_rows(law: Law, df: pd.DataFrame) -> None:
                          + f"); fit it on at least {need} {unit} (got {have})")
 
 
+def _check_sums_to_one(df: pd.DataFrame, w: np.ndarray, tol: float, what: str, why: str
+                       ) -> None:
+    off = np.abs(w.sum(axis=1) - 1.0) > tol
+    if off.any():
+        raise TableError(f"{what} of rows {_rows(df, off)} sum to {_sums(w, off)}, not 1 ({why})")
+
+
 def check_mixtures(df: pd.DataFrame, domains: Sequence[str], *, tol: float = MIX_TOL,
                    where: str = "the table") -> pd.DataFrame:
     """Proportions in [0, 1] summing to 1 within ``tol``; returned renormalised to sum 1."""
@@ -416,10 +423,7 @@ def check_mixtures(df: pd.DataFrame, domains: Sequence[str], *, tol: float = MIX
     if bad.any():
         raise TableError(f"{where}: rows {_rows(df, bad)} have a mix.<domain> proportion "
                          "outside [0, 1]")
-    off = np.abs(r.sum(axis=1) - 1.0) > tol
-    if off.any():
-        raise TableError(f"{where}: mix.<domain> proportions of rows {_rows(df, off)} sum to "
-                         f"{_sums(r, off)}, not 1 (tolerance {tol})")
+    _check_sums_to_one(df, r, tol, f"{where}: mix.<domain> proportions", f"tolerance {tol}")
     return df.assign(**dict(zip(cols, (r / r.sum(axis=1, keepdims=True)).T)))
 
 
@@ -438,10 +442,8 @@ def check_eval_weights(df: pd.DataFrame, evals: Sequence[str], *, tol: float = M
     if bad.any():
         raise TableError(f"{where}: rows {_rows(df, bad)} have a negative or missing "
                          "eval.<domain> weight")
-    off = np.abs(w.sum(axis=1) - 1.0) > tol
-    if off.any():
-        raise TableError(f"{where}: eval.<domain> weights of rows {_rows(df, off)} sum to "
-                         f"{_sums(w, off)}, not 1 (they are the composition of the loss)")
+    _check_sums_to_one(df, w, tol, f"{where}: eval.<domain> weights",
+                       "they are the composition of the loss")
 
 
 def check_unknown_mix(df: pd.DataFrame, domains: Sequence[str], where: str) -> None:
