@@ -85,6 +85,51 @@ def preset_sizes(n_column: str | None, vocab: int) -> dict[str, float]:
     return {p: float(count_params(ModelConfig.preset(p, vocab=vocab))[which]) for p in PRESETS}
 
 
+def _plan_filtering(a: argparse.Namespace, result) -> int:
+    """Budgets in samples seen: how much to filter (the best filtering level per budget)."""
+    from datalaws.fit.filtering import parse_pools, plan_filtering, plan_lines
+    from datalaws.io import check_output_file
+    from datalaws.records import atomic_write_text
+
+    if not a.pools or not a.tokens:
+        raise UserError("a filtering-law plan needs --pools name=unique_samples,... (best "
+                        "first) and --tokens BUDGET[,BUDGET...] (samples or tokens seen)")
+    target = None if a.out is None else check_output_file(
+        a.out, force=True, flag="--out", suffixes=(".csv", ".json"))
+    budgets = list(_numbers(a.tokens, "--tokens").values())
+    fp = plan_filtering(result, budgets, parse_pools(a.pools))
+    print("\n".join(plan_lines(fp)))
+    if target is None:
+        print("nothing written (give --out FILE.csv or FILE.json to keep the table)")
+    else:
+        atomic_write_text(target, fp.to_json() if target.suffix == ".json" else fp.to_csv())
+        print(f"wrote {target}")
+    return 0
+
+
+def _print_plan(p, budget: float, objective: str, metric: str) -> None:
+    t = p.trust
+    print(f"allowed sizes {t['min_params']:.3g}-{t['max_params']:.3g} parameters ({t['rule']}; "
+          f"trained {t['trained_min_params']:.3g}-{t['trained_max_params']:.3g})")
+    cols = [c for c in p.candidates.columns if c != "score"]
+    print(f"budget {budget:.3g} FLOPs, objective {objective} of {metric}; best candidates:")
+    print(p.candidates[cols].head(10).fillna("-").to_string(
+        index=False, float_format=lambda v: f"{v:.4g}"))
+    for label, c in (("continuous best", p.continuous), ("plan (snapped to a preset)",
+                                                         p.chosen)):
+        print(f"\n{label}: {c['preset'] or '-'} ({c['params']:.3g} params), "
+              f"{c['tokens']:.3g} tokens; {metric} median {c[metric + '_q50']:.4f} "
+              f"[50%: {c[metric + '_q25']:.4f}-{c[metric + '_q75']:.4f}, "
+              f"90%: {c[metric + '_q05']:.4f}-{c[metric + '_q95']:.4f}]", end="")
+    print()
+    d = p.default
+    print(f"default (point-fit compute-optimal): {d['params']:.3g} params, {d['tokens']:.3g} "
+          f"tokens; P(plan beats default) = {p.p_beats_default:.2f}")
+    print(f"why: {p.why}")
+    for w in p.warnings:
+        print(f"warning: {w}")
+
+
 def _cmd_plan(a: argparse.Namespace) -> int:
     from datalaws.fit.api import load_fit
     from datalaws.fit.plan import budget_from_gpu_hours, plan
@@ -94,23 +139,8 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     _check_budget(a)
     out = check_output_file(Path(a.fit_dir) / "plan.json", force=True, flag="plan")
     result = load_fit(a.fit_dir)
-    if result.law.name == "filtering":  # budgets in samples seen: how much to filter
-        from datalaws.fit.filtering import parse_pools, plan_filtering, plan_lines
-
-        if not a.pools or not a.tokens:
-            raise UserError("a filtering-law plan needs --pools name=unique_samples,... (best "
-                            "first) and --tokens BUDGET[,BUDGET...] (samples or tokens seen)")
-        target = None if a.out is None else check_output_file(
-            a.out, force=True, flag="--out", suffixes=(".csv", ".json"))
-        budgets = list(_numbers(a.tokens, "--tokens").values())
-        fp = plan_filtering(result, budgets, parse_pools(a.pools))
-        print("\n".join(plan_lines(fp)))
-        if target is None:
-            print("nothing written (give --out FILE.csv or FILE.json to keep the table)")
-        else:
-            atomic_write_text(target, fp.to_json() if target.suffix == ".json" else fp.to_csv())
-            print(f"wrote {target}")
-        return 0
+    if result.law.name == "filtering":
+        return _plan_filtering(a, result)
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
     budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)
@@ -126,26 +156,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
              metric=a.metric, mixture=mixture, evals=evals, min_params=a.min_params,
              max_params=a.max_params)
-    t = p.trust
-    print(f"allowed sizes {t['min_params']:.3g}-{t['max_params']:.3g} parameters ({t['rule']}; "
-          f"trained {t['trained_min_params']:.3g}-{t['trained_max_params']:.3g})")
-    cols = [c for c in p.candidates.columns if c != "score"]
-    print(f"budget {budget:.3g} FLOPs, objective {a.objective} of {a.metric}; best candidates:")
-    print(p.candidates[cols].head(10).fillna("-").to_string(
-        index=False, float_format=lambda v: f"{v:.4g}"))
-    for label, c in (("continuous best", p.continuous), ("plan (snapped to a preset)",
-                                                         p.chosen)):
-        print(f"\n{label}: {c['preset'] or '-'} ({c['params']:.3g} params), "
-              f"{c['tokens']:.3g} tokens; {a.metric} median {c[a.metric + '_q50']:.4f} "
-              f"[50%: {c[a.metric + '_q25']:.4f}-{c[a.metric + '_q75']:.4f}, "
-              f"90%: {c[a.metric + '_q05']:.4f}-{c[a.metric + '_q95']:.4f}]", end="")
-    print()
-    d = p.default
-    print(f"default (point-fit compute-optimal): {d['params']:.3g} params, {d['tokens']:.3g} "
-          f"tokens; P(plan beats default) = {p.p_beats_default:.2f}")
-    print(f"why: {p.why}")
-    for w in p.warnings:
-        print(f"warning: {w}")
+    _print_plan(p, budget, a.objective, a.metric)
     if mixture is not None:
         from datalaws.fit.mixture import best_mixture
 
