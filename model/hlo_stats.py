@@ -85,18 +85,42 @@ def _start(rest: str, loop_comp: list, index: int) -> int:
     by_name = {name: (op, r) for name, _, op, r in loop_comp}
     init = by_name.get(_args(rest)[0])
     if init and init[0] == "tuple":
-        first = by_name.get(_args(init[1])[index])
-        while first and first[0] == "copy":  # copies of the constant, placed for the loop
-            first = by_name.get(_args(first[1])[0])
-        m = first and first[0] == "constant" and re.search(r"constant\((\d+)\)", first[1])
-        if m:
-            return int(m.group(1))
+        return _constant(_args(init[1])[index], by_name) or 0
     return 0
 
 
+def _constant(name: str, by_name: dict) -> int | None:
+    """The integer a scalar names, through the copies XLA places around loop constants."""
+    first = by_name.get(name)
+    while first and first[0] == "copy":
+        first = by_name.get(_args(first[1])[0])
+    m = first and first[0] == "constant" and re.search(r"constant\((\d+)\)", first[1])
+    return int(m.group(1)) if m else None
+
+
+def _step(rest: str, comps: dict, index: int) -> int:
+    """How much the body adds to counter ``index`` per iteration: TPU's bidirectional
+    collective-matmul loops do two ring steps per iteration (``i + 2``); 1 when unclear."""
+    body = re.search(r"body=%?([\w.\-]+)", rest)
+    instrs = comps.get(body.group(1), []) if body else []
+    if not instrs or instrs[-1][2] != "tuple":  # the body's ROOT is its last instruction
+        return 1
+    by_name = {name: (op, r) for name, _, op, r in instrs}
+    nxt = by_name.get(_args(instrs[-1][3])[index])
+    if not nxt or nxt[0] != "add":
+        return 1
+    a, b = _args(nxt[1])[:2]
+    for counter, inc in ((a, b), (b, a)):
+        src = by_name.get(counter)
+        if src and src[0] == "get-tuple-element" and f"index={index}" in src[1]:
+            return _constant(inc, by_name) or 1
+    return 1
+
+
 def _trip_count(rest: str, comps: dict, caller: list) -> int | None:
-    """A while loop's trip count: XLA's annotation (GPU, CPU), else the bound its condition
-    compares the counter with, less the counter's start (TPU: ``i < constant``, step 1)."""
+    """A while loop's trip count: XLA's annotation (GPU, CPU), else from the bound its
+    condition compares the counter with, the counter's start and its step (TPU: ``i <
+    constant``; collective-matmul loops start past 0 and may step by 2)."""
     m = re.search(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"?(\d+)', rest)
     if m:
         return int(m.group(1))
@@ -111,8 +135,10 @@ def _trip_count(rest: str, comps: dict, caller: list) -> int | None:
             args = _args(r)
             if len(args) == 2 and consts.get(args[1]):
                 index = gte.get(args[0])
-                start = _start(rest, caller, int(index.group(1))) if index else 0
-                return int(consts[args[1]].group(1)) - start
+                i = int(index.group(1)) if index else None
+                start = _start(rest, caller, i) if i is not None else 0
+                step = _step(rest, comps, i) if i is not None else 1
+                return -(-(int(consts[args[1]].group(1)) - start) // step)
     return None
 
 

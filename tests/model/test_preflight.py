@@ -89,6 +89,43 @@ def test_350m_on_8xh100_with_tensor_parallelism():
     _check_350m(r, batch=16, split=4)
 
 
+_RING = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.experimental import topologies
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from datalaws.model.hlo_stats import hlo_stats
+devices = topologies.get_topology_desc(platform="tpu", topology_name="v5p:2x2x4").devices
+mesh = Mesh(np.array(devices), ("fsdp",))
+B, T, D, F = 16 * len(devices), 2048, 2048, 2048
+x = jax.ShapeDtypeStruct((B, T, D), jnp.bfloat16, sharding=NamedSharding(mesh, P("fsdp")))
+w = jax.ShapeDtypeStruct((D, F), jnp.bfloat16, sharding=NamedSharding(mesh, P("fsdp")))
+text = jax.jit(lambda x, w: x @ w).lower(x, w).compile().as_text()
+print(text.count("windowed_dot_general_body"), hlo_stats(text, T)["flops"] * len(devices),
+      2 * B * T * D * F)
+"""
+
+
+def test_collective_matmul_loops_counted_once_per_ring_step():
+    """v5p:2x2x4 turns an FSDP weight gather into a bidirectional collective-matmul loop
+    that does two ring steps per iteration (counter += 2): the HLO count must equal the
+    matmul's 2*B*T*D*F over all chips, not twice it (preflight's 1.88 on 1.5B v5p)."""
+    import os
+    import subprocess
+
+    from datalaws.model.preflight import _python_for
+
+    _compiler("tpu")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {
+        "JAX_PLATFORMS": "cpu", "TPU_WORKER_HOSTNAMES": "localhost",
+        "TF_CPP_MIN_LOG_LEVEL": "3", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "PYTHONPATH": ""}
+    p = subprocess.run([_python_for("tpu"), "-c", _RING], capture_output=True, text=True,
+                       env=env, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-2000:]
+    loops, counted, exact = (float(x) for x in p.stdout.split()[-3:])
+    assert loops >= 1  # the compiler did write the matmul as a ring loop
+    assert counted == exact
+
+
 def test_unknown_topology_is_one_clear_error():
     _compiler("tpu")
     with pytest.raises(RuntimeError, match="preflight v9z:2x2 350m failed"):
