@@ -11,10 +11,11 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from datalaws.model.flops import flops_per_token, peak_flops
+from datalaws.model.sharding import batch_spec
 from datalaws.model.train import TrainConfig, init_state, make_mesh, make_train_step
 from datalaws.model.transformer import ModelConfig
 
@@ -25,8 +26,10 @@ def datalaws_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> float:
     graphdef, state, sh = init_state(c, mesh)
     step = make_train_step(graphdef, sh, mesh, 1)
     rng = np.random.default_rng(0)
-    b = {k: jnp.asarray(rng.integers(0, mc.vocab, (batch, mc.seq_len)), dtype=jnp.int32)
-         for k in ("inputs", "targets", "positions")}
+    # placed as training places a batch: split over data x fsdp (every GPU its own rows)
+    split = NamedSharding(mesh, batch_spec(mesh, batch))
+    b = {k: jax.device_put(rng.integers(0, mc.vocab, (batch, mc.seq_len)).astype(np.int32),
+                           split) for k in ("inputs", "targets", "positions")}
     for _ in range(3):
         state, m = step(state, b)
     jax.block_until_ready(m)
@@ -131,7 +134,6 @@ def main():
             ref = torch_tokens_per_s(mc, batch, max(5, a.steps // 2))
             line += f"  PyTorch {ref:10,.0f} tok/s  ratio datalaws/PyTorch {tps / ref:5.2f}"
         print(line, flush=True)
-
 
 
 if __name__ == "__main__":

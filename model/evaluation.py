@@ -8,6 +8,10 @@ different mixtures share one target. ``Validator`` reads those windows once: the
 steps. A run's overall ``loss`` is the composition-weighted sum of its domain losses,
 ``sum_d w_d * loss_d``, with one composition declared for the whole sweep (``eval_mix``);
 the default weights each base domain by its share of the store's tokens.
+
+On a mesh (several devices, or several hosts) the windows are scored like a training batch:
+global arrays split over data x fsdp, each process placing the shards of its own devices, and
+a replicated total every process reads, so periodic and final validation run multi-host.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from datalaws.data.loader import PackedSequences
+from datalaws.model.sharding import batch_spec
 
 __all__ = ["Validator", "composite_loss", "token_nll"]
 
@@ -59,19 +66,41 @@ class Validator:
             self.curve[domain] = {k: v[:min(n, curve_windows)] for k, v in windows.items()}
         self._score = None
 
-    def _scorer(self, graphdef):
+    def _scorer(self, graphdef, mesh):
         if self._score is None:
-            @jax.jit
             def score(state, batch, weight_B):
                 model = nnx.merge(graphdef, state)[0]
                 return jnp.sum(token_nll(model, batch).sum(-1) * weight_B)
 
-            self._score = score
+            if mesh is None:  # a state on one device: plain jit, numpy rows go there
+                self._score = jax.jit(score)
+            else:  # traced under the mesh, like the train step: activations pinned
+                def traced(state, batch, weight_B):
+                    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                        return score(state, batch, weight_B)
+
+                # a replicated total: every process can read it
+                self._score = jax.jit(traced, out_shardings=NamedSharding(mesh, P()))
         return self._score
+
+    def _place(self, mesh, rows: dict, weight: np.ndarray):
+        """The padded windows as global arrays split like a training batch (batch over
+        data x fsdp). Every process holds the same windows, so each builds the shards of its
+        own devices (``make_array_from_callback``): it works for one process or many."""
+        if mesh is None:
+            return rows, weight
+        spec = batch_spec(mesh, self.batch)
+
+        def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+        return ({k: put(v, NamedSharding(mesh, spec)) for k, v in rows.items()},
+                put(weight, NamedSharding(mesh, P(spec[0]))))
 
     def losses(self, graphdef, state, *, curve: bool = False) -> dict[str, float]:
         """Mean next-token loss (nats/token) per domain on the final or the curve windows."""
-        score = self._scorer(graphdef)
+        mesh = _mesh_of(state)
+        score = self._scorer(graphdef, mesh)
         out = {}
         for domain, w in (self.curve if curve else self.final).items():
             n, T = w["inputs"].shape
@@ -82,6 +111,14 @@ class Validator:
                 pad = self.batch - k  # a fixed batch shape: one compilation, padded rows weigh 0
                 rows = {key: np.pad(v, ((0, pad), (0, 0))) for key, v in rows.items()}
                 weight = np.r_[np.ones(k), np.zeros(pad)].astype(np.float32)
-                total += float(score(state, rows, weight))
+                total += float(score(state, *self._place(mesh, rows, weight)))
             out[domain] = total / (n * T)
         return out
+
+
+def _mesh_of(state) -> jax.sharding.Mesh | None:
+    """The mesh the (train) state lives on; None for arrays on one device or numpy."""
+    leaves = jax.tree.leaves(state)
+    sharding = getattr(leaves[0], "sharding", None) if leaves else None
+    mesh = getattr(sharding, "mesh", None)
+    return mesh if isinstance(mesh, jax.sharding.Mesh) and mesh.size > 1 else None

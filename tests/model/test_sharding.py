@@ -17,6 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from datalaws.data.loader import markov_stream
 from datalaws.hardware import peak_for_device, peak_of
+from datalaws.model.evaluation import Validator
 from datalaws.model.preflight import preflight
 from datalaws.model.sharding import (
     RULES,
@@ -111,19 +112,28 @@ def test_grad_accumulation_flops_count_every_microbatch():
 
 
 WORKER = """
-import os, sys
+import json, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
 from datalaws.data.loader import markov_stream
-from datalaws.model.train import TrainConfig, train
+from datalaws.model.evaluation import Validator
+from datalaws.model.sharding import make_mesh
+from datalaws.model.train import TrainConfig, init_state, train
 from datalaws.model.transformer import ModelConfig
 m = ModelConfig(vocab=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, seq_len=32,
                 dtype="float32")
-c = TrainConfig(model=m, tokens=32 * 8 * 4, batch=8, save_every=100, run_id="r")
-sys.exit(train(c, {"train": markov_stream(200_000, 64, seed=1)}, sys.argv[3], eod=0,
-               progress=False))
+c = TrainConfig(model=m, tokens=32 * 8 * 4, batch=8, save_every=100, run_id="r",
+                eval_every=2, eval_windows=12, curve_windows=4)
+valid = {"web": markov_stream(20_000, 64, seed=2)}
+code = train(c, {"train": markov_stream(200_000, 64, seed=1)}, sys.argv[3], eod=0,
+             valid=valid, progress=False)
+# the same scoring of an initial state, on the two hosts' mesh (compared in the test)
+graphdef, state, _ = init_state(c, make_mesh(None))
+v = Validator(valid, seq_len=32, eod=0, eval_windows=12, curve_windows=4, batch=8)
+print(json.dumps(v.losses(graphdef, state)), flush=True)
+sys.exit(code)
 """
 
 
@@ -136,16 +146,29 @@ def test_two_processes_train_one_run_and_only_process_zero_writes(tmp_path):
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, f"localhost:{port}", str(i),
-                               str(tmp_path)], env=env, stdout=subprocess.DEVNULL,
+                               str(tmp_path)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
-    codes = [p.wait(timeout=600) for p in procs]
-    assert codes == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    # validation across hosts: global arrays built on each process, curve and final losses
+    # recorded; both hosts read the same losses as one device computes
+    c = TrainConfig(model=MODEL, tokens=32 * 8 * 4, batch=8, eval_windows=12, curve_windows=4)
+    graphdef, state, _ = init_state(c, make_mesh((1, 1, 1)))
+    valid = {"web": markov_stream(20_000, 64, seed=2)}
+    one = Validator(valid, seq_len=32, eod=0, eval_windows=12, curve_windows=4,
+                    batch=8).losses(graphdef, state)
+    for out, _ in outs:
+        assert json.loads(out.splitlines()[-1])["web"] == pytest.approx(one["web"], rel=1e-5)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in lines]
     assert steps == [1, 2, 3, 4]
     assert len(list(tmp_path.glob("*tfevents*"))) == 1
     rec = json.loads((tmp_path / "r.record.json").read_text())
     assert rec["status"] == "done" and rec["steps"] == 4
+    assert 0 < rec["eval_losses"]["web"] < np.log(64) + 1 and rec["loss"] == pytest.approx(
+        rec["eval_losses"]["web"])
+    assert [json.loads(x)["eval_loss"] is not None for x in lines if "eval_loss" in x] == \
+        [True, True]  # curve points at steps 2 and 4
     assert "mesh data=1,fsdp=4,tensor=1" in rec["hardware"]  # all 4 devices of both hosts
     assert (tmp_path / "checkpoints" / "4" / "commit_success.txt").exists()
 
