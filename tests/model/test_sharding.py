@@ -111,6 +111,26 @@ def test_grad_accumulation_flops_count_every_microbatch():
     assert r["score_batches"] == [32 // 2 // 8] and 0.95 < r["flops_ratio"] < 1.1
 
 
+def test_validation_splits_its_batch_like_training():
+    """Validation windows are global arrays split over data x fsdp: each device scores its
+    own rows (attention scores of batch 16 / 8 devices), and the losses equal one device's."""
+    from datalaws.model.hlo_stats import hlo_stats
+
+    c = TrainConfig(model=MODEL, tokens=32 * 16, batch=16)
+    valid = {"web": markov_stream(20_000, 64, seed=2)}
+    v = Validator(valid, seq_len=32, eod=0, eval_windows=20, curve_windows=4, batch=16)
+    graphdef, state, _ = init_state(c, make_mesh("data=2,fsdp=4,tensor=1"))
+    w = v.final["web"]
+    mesh = state_mesh = jax.tree.leaves(state)[0].sharding.mesh
+    rows, weight = v._place(state_mesh, {k: x[:16] for k, x in w.items()}, np.ones(16, "f4"))
+    text = v._scorer(graphdef, mesh).lower(state, rows, weight).compile().as_text()
+    assert hlo_stats(text, 32)["score_batches"] == [16 // 8]
+    sharded = v.losses(graphdef, state)
+    g1, s1, _ = init_state(c, make_mesh((1, 1, 1)))
+    one = Validator(valid, seq_len=32, eod=0, eval_windows=20, curve_windows=4, batch=16)
+    assert sharded["web"] == pytest.approx(one.losses(g1, s1)["web"], rel=1e-5)
+
+
 WORKER = """
 import json, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
