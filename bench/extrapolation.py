@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from datalaws.fit import FitConfig, fit  # noqa: E402
-from datalaws.fit.api import _holdout_metrics  # noqa: E402
+from datalaws.fit.api import holdout_scores  # noqa: E402
 from datalaws.fit.table import split_holdout  # noqa: E402
 
 root = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -67,16 +67,14 @@ for i, (name, df, law, cols, hold) in enumerate(cases):
     if only and str(i) not in only:
         continue
     r = fit(df, law, columns=cols, holdout=hold, config=FitConfig(progress=False))
-    t = r.summary["timings"]
+    t = r.timings
     ratio = t["total_s"] / (t["point_fit_s"] + t["nuts_s"])
     plain = copy.copy(r)
-    plain.summary = copy.deepcopy(r.summary)
-    plain.summary["discrepancy"]["k_draws"] = None
-    plain.summary["discrepancy"]["k"] = 0.0
+    plain.discrepancy = r.discrepancy | {"k_draws": None, "k": 0.0}
     held = split_holdout(df, hold)[1]
-    ks = ", ".join(f"{g} {v['q50']:.3g}" for g, v in r.summary["discrepancy"]["k_axes"].items())
+    ks = ", ".join(f"{g} {v['q50']:.3g}" for g, v in r.discrepancy["k_axes"].items())
     for mode, res in (("none", plain), ("backtest", r)):
-        h = _holdout_metrics(res, held, cols)["loss"]
+        h = holdout_scores(res, held)["loss"]
         c = h["coverage"]
         print(f"{name:13s} {hold:13s} {mode:8s} {h['n']:3d} {c['0.5']:6.2f} {c['0.8']:6.2f} "
               f"{c['0.9']:6.2f} {h['median_abs_err']:8.4f} {str(h['finite']):>6s}  "

@@ -86,7 +86,7 @@ def main():
             config=FitConfig(chains=CHAINS, warmup=WARMUP, draws=DRAWS, progress=False))
     print(f"\n2. fit: {len(table) - len(HELD_BUDGETS) * 5} runs (5 pools x {len(FIT_BUDGETS)} "
           f"budgets {FIT_BUDGETS[0]:.3g}-{FIT_BUDGETS[-1]:.3g}), {CHAINS} chains x "
-          f"{WARMUP}+{DRAWS}, discrepancy {DISCREPANCY} (k = {r.k:.3g}), "
+          f"{WARMUP}+{DRAWS}, discrepancy {DISCREPANCY} (k = {r.discrepancy_k:.3g}), "
           f"{time.perf_counter() - t0:.0f} s; diagnostics "
           f"{'pass' if r.summary['diagnostics']['ok'] else r.summary['diagnostics']['failures']}")
     der = r.summary["derived"]

@@ -43,7 +43,7 @@ print(f"ratio NUTS / point fit: {t_nuts / t_point:.2f}")
 from datalaws.fit import fit  # noqa: E402
 
 t = fit(df, "chinchilla", columns={"N": "N", "D": "D"},
-        config=FitConfig(progress=False)).summary["timings"]
+        config=FitConfig(progress=False)).timings
 plain = t["point_fit_s"] + t["nuts_s"]
 print(f"fit with backtests {t['total_s']:.1f} s vs plain {plain:.1f} s: ratio "
       f"{t['total_s'] / plain:.2f} (goal <= 4)")

@@ -67,7 +67,7 @@ def one(case: str, seed: int, budget: float) -> dict:
     t_next = time.perf_counter() - t1
     spent = float(design.runs.flops.sum())
     grid = chinchilla_grid(spent, 1e7 * 10 ** 0.25)
-    out = {"case": case, "seed": seed, "k_before": base.k, "w_before": w0,
+    out = {"case": case, "seed": seed, "k_before": base.discrepancy_k, "w_before": w0,
            "next_runs": len(design.runs), "grid_runs": len(grid), "flops": spent,
            "next_predicted_w": design.width90(design.sd_after), "next_s": t_next,
            "picks": "; ".join(f"{r.params:.2g}x{r.tokens:.2g}" for r in design.runs.itertuples()),
@@ -77,8 +77,9 @@ def one(case: str, seed: int, budget: float) -> dict:
         r = fit(pd.concat([small, simulate(runs, extra, rng)], ignore_index=True),
                 "chinchilla", config=CFG)
         w, lo, hi = width90(r)
-        out |= {f"w_{name}": w, f"k_{name}": r.k, f"covers_{name}": lo <= true_loss <= hi,
-                f"diag_{name}": r.summary["diagnostics"]["ok"]}
+        out |= {f"w_{name}": w, f"k_{name}": r.discrepancy_k,
+                f"covers_{name}": lo <= true_loss <= hi,
+                f"diag_{name}": r.diagnostics.ok}
     # a grid whose refit widened the interval (its runs taught the backtest a larger k)
     # narrowed nothing: the ratio is then infinite
     g = w0 - out["w_grid"]

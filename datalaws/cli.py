@@ -131,25 +131,25 @@ def _print_plan(p, budget: float, objective: str, metric: str) -> None:
 
 
 def _cmd_plan(a: argparse.Namespace) -> int:
-    from datalaws.fit.api import load_fit
     from datalaws.fit.plan import budget_from_gpu_hours, plan
+    from datalaws.fit.result import Fit
     from datalaws.io import check_output_file, dumps_json
     from datalaws.records import atomic_write_text
 
     _check_budget(a)
     out = check_output_file(Path(a.fit_dir) / "plan.json", force=True, flag="plan")
-    result = load_fit(a.fit_dir)
-    if result.law.name == "filtering":
+    result = Fit.load(a.fit_dir)
+    if result.law.pools:  # the filtering law: plan over pools, not sizes
         return _plan_filtering(a, result)
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
     budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)
-    sizes = preset_sizes(result.summary["columns"].get("N"), a.vocab)
+    sizes = preset_sizes(result.columns.get("N"), a.vocab)
     from datalaws.records import parse_mixture
 
     mixture = parse_mixture(a.mixture) if a.mixture else None
     evals = parse_mixture(a.evals) if a.evals else None
-    domains = [r[2:] for r in result.law.inputs if r.startswith("r.")]
+    domains = list(result.law.domains)
     if mixture is not None and set(mixture) - set(domains):
         raise UserError(f"--mixture: unknown domain(s) {sorted(set(mixture) - set(domains))}; "
                         f"the {result.law.name} fit knows {domains or 'no mixture domains'}")

@@ -40,19 +40,19 @@ def quality_verdict(summary: dict) -> str:
 
 
 def _diag(r) -> str:
-    d = r.summary["diagnostics"]
-    return f"{r.law.name} diagnostics: " + ("pass" if d["ok"] else "FAIL: " + "; ".join(
-        d["failures"]))
+    d = r.diagnostics
+    return f"{r.law.name} diagnostics: " + ("pass" if d.ok else "FAIL: " + "; ".join(
+        d.failures()))
 
 
 def _mixing(out: Path, base: pd.DataFrame, cfg, eval_mix: dict, at: tuple[float, float],
             lines: list[str]):
-    from datalaws.fit import fit, save_fit
+    from datalaws.fit import fit
     from datalaws.fit.api import predictive_draws
     from datalaws.fit.mixture import best_mixture
 
     mix = fit(base, "mixing_domains", config=cfg)
-    save_fit(mix, out / "fit_mixing")
+    mix.save(out / "fit_mixing")
     print(_diag(mix))
     uniform = {d: 1 / 3 for d in eval_mix}
     best = best_mixture(mix, params=at[0], tokens=at[1], default=uniform, evals=eval_mix)
@@ -98,8 +98,7 @@ def _accuracy(result, point: dict, lines: list[str]) -> None:
 
     draws = predictive_draws(result, pd.DataFrame([point]))
     tasks = sorted(k[4:] for k in draws if k.startswith("acc."))
-    a = result.summary.get("accuracy") or {}
-    floors = dict(zip(a.get("tasks", []), a.get("floors", [])))
+    floors = dict(zip(result.link.tasks, result.link.floors)) if result.link else {}
     for t in tasks:
         floor = floors.get(t)
         lines.append(f"predicted accuracy on {t} at {point['params']:.3g} params x "
@@ -110,7 +109,7 @@ def _accuracy(result, point: dict, lines: list[str]) -> None:
 def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFrame,
             eval_mix: dict) -> Path:
     """Every fit of the demo; prints a short log and returns the report's path."""
-    from datalaws.fit import FitConfig, fit, save_fit
+    from datalaws.fit import FitConfig, fit
     from datalaws.fit.plan import plan
     from datalaws.fit.report import write_report
     from datalaws.records import atomic_write_text
@@ -120,13 +119,13 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
     cfg = FitConfig(chains=4, warmup=500, draws=1000, likelihood="normal", target_accept=0.99)
     lines: list[str] = []
     chin = fit(base, "chinchilla", config=cfg, accuracy="sigmoid")
-    save_fit(chin, out / "fit_chinchilla")
+    chin.save(out / "fit_chinchilla")
     print(_diag(chin))
     at = (float(base.params.max()) * 4, float(base.tokens.max()) * 4)
     mix, best = _mixing(out, base, cfg, eval_mix, at, lines)
     fits = [out / "fit_chinchilla", out / "fit_mixing"]
     quality = fit(df, "quality", config=cfg)
-    save_fit(quality, out / "fit_quality")
+    quality.save(out / "fit_quality")
     fits.append(out / "fit_quality")
     print(_diag(quality))
     lines.append(f"quality law on {len(df)} runs (diversity {df.diversity.min():.3f}-"

@@ -22,7 +22,7 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
 
 def _cmd_fit(a: argparse.Namespace) -> int:
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS
-    from datalaws.fit.api import fit, save_fit
+    from datalaws.fit.api import fit
     from datalaws.fit.infer import FitConfig
     from datalaws.fit.table import filter_rows, read_table, validate_table
 
@@ -35,11 +35,11 @@ def _cmd_fit(a: argparse.Namespace) -> int:
                  discrepancy=a.discrepancy, accuracy=a.accuracy,
                  floors=_floors(a.floors),
                  method=a.method)
-    out = save_fit(result, out_dir)
+    out = result.save(out_dir)
     _print_summary(result.summary)
-    print(f"wrote {out}/posterior.nc, summary.json, point_fit.json")
-    if not result.summary["diagnostics"]["ok"]:
-        for f in result.summary["diagnostics"]["failures"]:
+    print(f"wrote {out}/fit.json, posterior.nc, summary.json")
+    if not result.diagnostics.ok:
+        for f in result.diagnostics.failures():
             print(f"DIAGNOSTIC FAILED: {f}", file=sys.stderr)
         if not a.allow_bad:
             print("the fit was written but its sampler diagnostics failed; do not trust it "
@@ -48,7 +48,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     return 0
 
 
-FIT_MARKERS = ("summary.json", "posterior.nc")  # a folder holding these is a fit
+FIT_MARKERS = ("fit.json", "summary.json", "posterior.nc")  # a folder holding these is a fit
 
 
 def _check_fit_out(out: str, force: bool):
@@ -88,7 +88,7 @@ def _print_summary(s: dict) -> None:
     print(f"{s['law']}: {s['formula']}  ({s['n_rows']} runs)")
     print(f"{'param':>10} {'mean':>10} {'q05':>10} {'q95':>10} {'r_hat':>6} {'ess_bulk':>8}")
     nan = float("nan")  # a point fit (--method point) has no sampler statistics
-    hidden = [n for n in s["params"] if s["law"].startswith("mixing") and n.startswith("z")]
+    hidden = [n for n in s["params"] if n.startswith("z[")]  # the mixing laws' effects
     for name, p in s["params"].items():
         if name not in hidden:
             print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g} "
@@ -120,16 +120,16 @@ def _print_summary(s: dict) -> None:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from datalaws.fit.api import load_fit, predict
-    from datalaws.fit.table import read_table, validate_table
+    from datalaws.fit.api import predict
+    from datalaws.fit.result import Fit
+    from datalaws.fit.table import read_table
     from datalaws.io import TABLE_SUFFIXES, check_output_file, write_table
 
     dest = check_output_file(a.out, force=a.force, suffixes=TABLE_SUFFIXES,
                              protect=FIT_MARKERS)
     quantiles = _quantiles(a.quantiles)
-    result = load_fit(a.fit_dir)
-    domains = [r[2:] for r in result.law.inputs if r.startswith("r.")]
-    points = validate_table(read_table(a.at), source=str(a.at), domains=domains)
+    result = Fit.load(a.fit_dir)
+    points = result.law.prepare(read_table(a.at), where=str(a.at), validate=True)
     out = predict(result, points, quantiles=quantiles)
     write_table(out, dest)  # .csv or .parquet, as the extension says
     print(f"wrote {len(out)} predictions to {dest}")
@@ -160,9 +160,9 @@ def _quantiles(text: str) -> list[float]:
 
 def _cmd_laws(a: argparse.Namespace) -> int:
     from datalaws.fit.accuracy import DEFAULT_FLOOR
-    from datalaws.fit.api import prior_str
     from datalaws.fit.discrepancy import DEFAULT_K_SCALE
     from datalaws.fit.laws import DISCREPANCY_FORM, LAWS, NOISE_PRIORS
+    from datalaws.fit.result import prior_str
 
     for law in LAWS.values():
         print(f"{law.name}: {law.formula}")
@@ -190,10 +190,10 @@ def _cmd_laws(a: argparse.Namespace) -> int:
 def _cmd_compare(a: argparse.Namespace) -> int:
     import arviz as az
 
-    from datalaws.fit.api import load_fit
+    from datalaws.fit.result import Fit
 
-    fits = [load_fit(d) for d in a.fit_dirs]
-    hashes = {f.summary["data_hash"] for f in fits}
+    fits = [Fit.load(d) for d in a.fit_dirs]
+    hashes = {f.data.get("data_hash") for f in fits}
     if len(hashes) > 1:
         raise ValueError("PSIS-LOO compares laws fitted to the same table; these fits saw "
                          f"{len(hashes)} different tables")
@@ -203,7 +203,8 @@ def _cmd_compare(a: argparse.Namespace) -> int:
 
     names = [f"{f.law.name}:{d}" for f, d in zip(fits, a.fit_dirs)]
     loo = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
-    bt = pd.DataFrame(backtest_ranking({n: f.summary for n, f in zip(names, fits)}))
+    bt = pd.DataFrame(backtest_ranking({n: {"discrepancy": f.discrepancy}
+                                        for n, f in zip(names, fits)}))
     table = bt.set_index("fit").join(loo[["elpd_loo", "p_loo", "elpd_diff", "se", "weight",
                                           "warning"]].rename(columns={"weight": "loo_weight"}))
     table["loo_rank"] = loo["rank"]
@@ -234,9 +235,9 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     import numpy as np
 
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS
-    from datalaws.fit.api import save_idata
     from datalaws.fit.infer import diagnose
     from datalaws.fit.nested import fit_nested
+    from datalaws.fit.result import write_netcdf
     from datalaws.fit.table import read_table
     from datalaws.io import dumps_json
     from datalaws.records import atomic_write_text
@@ -252,7 +253,7 @@ def _cmd_nested(a: argparse.Namespace) -> int:
     diag = diagnose(idata, names)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_idata(idata, out / "posterior.nc")
+    write_netcdf(idata, out / "posterior.nc")
     summary = {"model": "nested step/size/mixture (datalaws.fit.nested)",
                "domains": f.domains, "N0": f.N0, "S0": f.S0,
                "params": {n: {"mean": float(np.mean(f.samples[n])),
@@ -280,8 +281,8 @@ def _cmd_nested(a: argparse.Namespace) -> int:
 
 def _cmd_next(a: argparse.Namespace) -> int:
     from datalaws.cli import preset_sizes
-    from datalaws.fit.api import load_fit
     from datalaws.fit.design import TOKENS_PER_PARAM, next_runs
+    from datalaws.fit.result import Fit
     from datalaws.io import check_output_file
     from datalaws.records import atomic_write_text, parse_mixture
 
@@ -292,9 +293,9 @@ def _cmd_next(a: argparse.Namespace) -> int:
     like, vocab = _like_spec(a.like), a.vocab
     if like and vocab is None:  # the presets' sizes on the store the runs will train on
         vocab = _store_vocab(like.get("defaults", {}).get("data"))
-    result = load_fit(a.fit_dir)
+    result = Fit.load(a.fit_dir)
     sizes = ({k: float(v) for k, v in _pairs(a.sizes, "--sizes").items()} if a.sizes else
-             preset_sizes(result.summary["columns"].get("N"), vocab or 32768))
+             preset_sizes(result.columns.get("N"), vocab or 32768))
     ratios = ([float(v) for v in a.tokens_per_param.split(",")] if a.tokens_per_param
               else TOKENS_PER_PARAM)
     design = next_runs(result, a.budget, target[0], target[1], sizes=sizes, max_runs=a.runs,
@@ -365,28 +366,42 @@ def _store_vocab(store: str | None) -> int | None:
     return Tokenizer.from_file(str(tok)).get_vocab_size()
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
+def _sampler_options(p: argparse.ArgumentParser) -> None:
+    """NUTS settings and the verdict on bad diagnostics, shared by `fit` and `nested`."""
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-bad", action="store_true", help="exit 0 despite bad diagnostics")
+    p.add_argument("--force", action="store_true", help="overwrite an existing fit in --out")
+
+
+def _output_options(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    """``--out`` (required unless it has a default) and ``--force`` to overwrite it."""
+    p.add_argument("--out", required=default is None, default=default, help=what)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
+
+def _add_nested(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser("nested", help="step x size x mixture as one hierarchical model")
     n.add_argument("data", help="loss curves: mix.<domain>, params, step, loss per row")
     n.add_argument("--at", help="points to predict: mix.<domain>, params, step columns")
     n.add_argument("--quantiles", default="0.05,0.5,0.95",
                    help="predictive quantiles to write, e.g. 0.05,0.25,0.5,0.75,0.95")
     n.add_argument("--out", required=True, help="output folder")
-    n.add_argument("--chains", type=int, default=4)
-    n.add_argument("--warmup", type=int, default=500)
-    n.add_argument("--draws", type=int, default=1000)
-    n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--allow-bad", action="store_true", help="exit 0 despite bad diagnostics")
-    n.add_argument("--force", action="store_true", help="overwrite an existing fit in --out")
+    _sampler_options(n)
     n.set_defaults(func=_cmd_nested)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="self-contained HTML report of one or more fits")
     r.add_argument("fit_dirs", nargs="+")
     r.add_argument("--data", help="the table the fits used (for curves and residuals)")
-    r.add_argument("--out", required=True, help="report.html")
-    r.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    _output_options(r, "report.html")
     r.set_defaults(func=_cmd_report)
 
+
+def _add_next(sub: argparse._SubParsersAction) -> None:
     nx = sub.add_parser("next", help="the next runs that most narrow the prediction at a "
                         "target, per FLOP (writes a sweep spec)")
     nx.add_argument("fit_dir", help="a `datalaws fit` output folder")
@@ -401,10 +416,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     nx.add_argument("--like", help="an existing sweep spec whose out and [defaults] to reuse")
     nx.add_argument("--vocab", type=int, help="vocabulary of the presets (default: the "
                     "--like spec's store tokenizer, else 32768)")
-    nx.add_argument("--out", default="next_sweep.toml", help="sweep spec to write")
-    nx.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    _output_options(nx, "sweep spec to write", default="next_sweep.toml")
     nx.set_defaults(func=_cmd_next)
 
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fit", help="fit a law to a table of runs with NUTS")
     f.add_argument("law", help="law name (see `datalaws laws`)")
     f.add_argument("data", help="table of runs (.csv or .parquet)")
@@ -419,31 +435,28 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    choices=["sigmoid", "joint", "exponential"],
                    help="also fit acc.<task> columns jointly through this link")
     f.add_argument("--floors", help="chance accuracy per task, e.g. copa=0.5,arc=0.25")
-    f.add_argument("--chains", type=int, default=4)
-    f.add_argument("--warmup", type=int, default=500)
-    f.add_argument("--draws", type=int, default=1000)
-    f.add_argument("--seed", type=int, default=0)
     f.add_argument("--likelihood", default="studentt", choices=["studentt", "normal"])
     f.add_argument("--method", default="nuts", choices=["nuts", "point"],
                    help="nuts: the posterior; point: the papers' Huber least-squares fit alone "
                         "(the baseline; intervals from its residual spread only)")
-    f.add_argument("--allow-bad", action="store_true", help="exit 0 even if diagnostics fail")
-    f.add_argument("--force", action="store_true", help="overwrite an existing fit in --out")
+    _sampler_options(f)
     f.set_defaults(func=_cmd_fit)
 
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    _add_nested(sub)
+    _add_report(sub)
+    _add_next(sub)
+    _add_fit(sub)
     p = sub.add_parser("predict", help="posterior predictive at new points")
     p.add_argument("fit_dir")
     p.add_argument("--at", required=True, help="table of points (.csv/.parquet)")
-    p.add_argument("--out", required=True, help="output .csv or .parquet")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    _output_options(p, "output .csv or .parquet")
     p.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
     p.set_defaults(func=_cmd_predict)
-
     c = sub.add_parser("compare", help="rank laws fitted to one table by out-of-range "
                        "backtest score, PSIS-LOO beside it")
     c.add_argument("--rank-by", choices=["backtest", "loo"], default="backtest")
     c.add_argument("fit_dirs", nargs="+")
     c.set_defaults(func=_cmd_compare)
-
-    la = sub.add_parser("laws", help="list laws, formulas and priors")
-    la.set_defaults(func=_cmd_laws)
+    sub.add_parser("laws", help="list laws, formulas and priors").set_defaults(func=_cmd_laws)

@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from datalaws.fit.api import FitResult, predictive_draws
+from datalaws.fit.api import predictive_draws
+from datalaws.fit.result import Fit
 from datalaws.fit.trust import discrepancy_var, extrapolation_distance, trained_range
 
 __all__ = ["Design", "next_runs", "candidate_grid", "chinchilla_grid", "Z90"]
@@ -113,7 +114,7 @@ def _toml(v) -> str:
     raise ValueError(f"cannot write {v!r} into a sweep spec")
 
 
-def candidate_grid(result: FitResult, budget: float, target_params: float, *,
+def candidate_grid(result: Fit, budget: float, target_params: float, *,
                    sizes: Mapping[str, float] | None = None,
                    tokens_per_param: Sequence[float] = TOKENS_PER_PARAM,
                    mixtures: Sequence[Mapping[str, float] | None] = (None,)) -> pd.DataFrame:
@@ -138,7 +139,7 @@ def _mix_text(m: Mapping[str, float] | None) -> str:
     return ",".join(f"{k}={v:.4g}" for k, v in m.items()) if m else ""
 
 
-def _frames(result: FitResult, rows: pd.DataFrame, evals) -> pd.DataFrame:
+def _frames(result: Fit, rows: pd.DataFrame, evals) -> pd.DataFrame:
     from datalaws.fit.plan import _frame
 
     parts = [_frame(result, np.array([n]), np.array([t]), None, m, evals)
@@ -146,12 +147,12 @@ def _frames(result: FitResult, rows: pd.DataFrame, evals) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _noise_var(result: FitResult) -> float:
+def _noise_var(result: Fit) -> float:
     s = result.samples()
     if "sigma" not in s:
         return 0.0
     var = np.asarray(s["sigma"], np.float64).reshape(-1) ** 2
-    if result.summary.get("likelihood") == "studentt" and "nu" in s:
+    if result.likelihood == "studentt" and "nu" in s:
         nu = np.asarray(s["nu"], np.float64).reshape(-1)
         var = var * np.where(nu > 2.2, nu / np.maximum(nu - 2, 1e-9), 1.0 / 0.2 + 1.0)
     return float(np.median(var))
@@ -198,7 +199,7 @@ def _ranked(picked: pd.DataFrame, sds: np.ndarray, med: float) -> pd.DataFrame:
     return runs
 
 
-def next_runs(result: FitResult, budget: float, target_params: float, target_tokens: float, *,
+def next_runs(result: Fit, budget: float, target_params: float, target_tokens: float, *,
               sizes: Mapping[str, float] | None = None,
               tokens_per_param: Sequence[float] = TOKENS_PER_PARAM, max_runs: int = 8,
               mixture: Mapping[str, float] | None = None,

@@ -298,13 +298,13 @@ def plan_filtering(result, budgets: Sequence[float], pools: Mapping[str, float],
     the level most likely to be best (the one with the lowest posterior median)."""
     from datalaws.fit.api import predictive_draws
 
-    fit_pools = [r[2:] for r in result.law.inputs if r.startswith("w.")]
+    fit_pools = list(result.law.pools)
     if not fit_pools:
         raise ValueError(f"law {result.law.name!r} has no pools; fit the filtering law")
     unknown = [p for p in pools if p not in fit_pools]
     if unknown:
         raise ValueError(f"--pools: pool(s) {unknown} were not in the fit; it has {fit_pools}")
-    cols = result.summary["columns"]
+    cols = result.columns
     if "D" not in cols:
         raise ValueError("this fit was made with an older filtering law (input n, shared "
                          "half-life); refit it with `datalaws fit filtering`")

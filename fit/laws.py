@@ -98,6 +98,58 @@ class Law:
     # point from the hull of the fitted runs in these coordinates (datalaws.fit.discrepancy)
     axes: tuple[Axis, ...] = ()
 
+    # The law's groups are spelled in its input roles: ``r.<domain>`` (training proportion),
+    # ``e.<domain>`` (evaluation weight), ``w.<pool>`` (pool weight). Only this module reads
+    # that spelling; everyone else asks the law.
+    def _group(self, prefix: str) -> tuple[str, ...]:
+        return tuple(r[len(prefix):] for r in self.inputs if r.startswith(prefix))
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Training-mixture domains (the mixing laws); empty for other laws."""
+        return self._group("r.")
+
+    @property
+    def evals(self) -> tuple[str, ...]:
+        """Evaluation domains a per-domain law predicts a loss for."""
+        return self._group("e.")
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        """Data pools (the filtering law)."""
+        return self._group("w.")
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The size inputs (N, D) the law has terms for."""
+        return tuple(r for r in ("N", "D") if r in self.inputs)
+
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Everything the law is built over: ``get_law(law.name, **law.groups)`` rebuilds it."""
+        return {"domains": self.domains, "evals": self.evals, "pools": self.pools,
+                "sizes": self.sizes}
+
+    @property
+    def family(self) -> str:
+        """``mixing`` for every mixing law, else the law's name."""
+        return "mixing" if self.name.startswith("mixing") else self.name
+
+    def role(self, group: str, name: str) -> str:
+        """The input role of one member of a group, e.g. ``role("domains", "web")``."""
+        prefix = {"domains": "r.", "evals": "e.", "pools": "w."}[group]
+        return prefix + name
+
+    def prepare(self, table, *, where: str = "the points", validate: bool = False,
+                runs: bool = False):
+        """``table`` in the form this law reads, checked: pool weights from a ``pool``
+        column, per-domain rows, mixtures on the simplex over the law's domains, and with
+        ``validate`` the data contract (``datalaws.fit.lawtable.prepare``). Errors are one
+        line naming the culprit."""
+        from datalaws.fit.lawtable import prepare
+
+        return prepare(self, table, where=where, validate=validate, runs=runs)
+
     def with_priors(self, overrides: Mapping[str, dist.Distribution]) -> Law:
         names = {p.name for p in self.params}
         unknown = set(overrides) - names

@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from datalaws.fit.api import FitResult, predictive_draws
+from datalaws.fit.api import predictive_draws
 from datalaws.fit.mixture import eval_weights
+from datalaws.fit.result import Fit
 from datalaws.fit.table import law_data
 from datalaws.fit.trust import (
     backtest_coverage_at,
@@ -100,7 +101,7 @@ def parse_objective(text: str) -> tuple[str, float | None]:
 MAX_PARAMS_FACTOR = 100.0
 
 
-def allowed_range(result: FitResult, min_params: float | None = None,
+def allowed_range(result: Fit, min_params: float | None = None,
                   max_params: float | None = None) -> dict:
     """The sizes the planner may choose: given, or the defaults tied to the trained range."""
     try:
@@ -119,15 +120,15 @@ def allowed_range(result: FitResult, min_params: float | None = None,
             "trained_max_params": n_hi, "rule": rule}
 
 
-def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None,
+def _frame(result: Fit, N: np.ndarray, D: np.ndarray, unique: float | None,
            mixture: dict[str, float] | None = None,
            evals: dict[str, float] | None = None) -> pd.DataFrame:
     """Candidate runs as a table in the fit's own columns."""
-    cols = result.summary["columns"]
-    inputs = result.law.inputs
-    mix_roles = [r for r in inputs if r.startswith("r.")]
-    eval_roles = [r for r in inputs if r.startswith("e.")]
-    missing = set(inputs) - {"N", "D", "U", "repetitions", *mix_roles, *eval_roles}
+    cols, law = result.columns, result.law
+    inputs = law.inputs
+    mix_roles = {d: law.role("domains", d) for d in law.domains}
+    eval_roles = [law.role("evals", e) for e in law.evals]
+    missing = set(inputs) - {"N", "D", "U", "repetitions", *mix_roles.values(), *eval_roles}
     if missing:
         raise ValueError(f"law {result.law.name!r} also needs {sorted(missing)}; the planner "
                          "searches size and tokens only for this law")
@@ -136,8 +137,8 @@ def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
                          "(datalaws then also reports the best mixture at the plan)")
     weights = eval_weights(result.law, evals)
     frame = pd.DataFrame({cols["N"]: N})
-    for r in mix_roles:
-        frame[cols[r]] = float((mixture or {}).get(r[2:], 0.0))
+    for d, r in mix_roles.items():
+        frame[cols[r]] = float((mixture or {}).get(d, 0.0))
     for e, w in weights.items():
         frame[f"eval.{e}"] = w
     if "D" in inputs:
@@ -150,7 +151,7 @@ def _frame(result: FitResult, N: np.ndarray, D: np.ndarray, unique: float | None
     return frame
 
 
-def _metric_draws(result: FitResult, frame: pd.DataFrame, metric: str, seed: int
+def _metric_draws(result: Fit, frame: pd.DataFrame, metric: str, seed: int
                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Predictive draws [S, n] of ``metric``: for loss the discrepancy-aware predictive with
     common random numbers (smooth in N, so the argmin is not Monte Carlo noise)."""
@@ -168,7 +169,7 @@ def _score(y: np.ndarray, kind: str, q: float | None, sign: float) -> np.ndarray
     return sign * np.quantile(y, q if sign > 0 else 1 - q, axis=0)
 
 
-def _candidates(result: FitResult, budget: float, grid: int, sizes, unique_tokens,
+def _candidates(result: Fit, budget: float, grid: int, sizes, unique_tokens,
                 edges: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, list]:
     """Sizes on a wide log grid with the allowed range's edges (and the presets), each with
     D = budget / 6N tokens."""
@@ -193,7 +194,7 @@ def _as_dict(row) -> dict:
     return d
 
 
-def plan(result: FitResult, budget: float, *, objective: str = "mean",
+def plan(result: Fit, budget: float, *, objective: str = "mean",
          sizes: dict[str, float] | None = None, unique_tokens: float | None = None,
          metric: str = "loss", grid: int = 400, seed: int = 0,
          mixture: dict[str, float] | None = None, evals: dict[str, float] | None = None,
@@ -255,11 +256,11 @@ def _optimum_outside(cand: pd.DataFrame, trust: dict) -> str | None:
             "a plan the fitted runs say nothing about")
 
 
-def _versus_point_fit(result: FitResult, frame: pd.DataFrame, best: int, metric: str,
+def _versus_point_fit(result: Fit, frame: pd.DataFrame, best: int, metric: str,
                       sign: float, seed: int) -> tuple[dict, float]:
     """The point fit's compute-optimal size at this budget and P(plan beats it)."""
     law = result.law
-    cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
+    cols = {r: c for r, c in result.columns.items() if r in law.inputs}
     x = law_data(frame, law.inputs, target=None, columns=cols,
                  nonneg=law.unscaled).normalised(result.scales)
     point_loss = np.asarray(law.fn(x, {k: np.asarray(v) for k, v in result.point.items()}))
@@ -267,8 +268,8 @@ def _versus_point_fit(result: FitResult, frame: pd.DataFrame, best: int, metric:
     d_draws = predictive_draws(result, frame.iloc[[d_idx, best]], seed=seed)
     key = "loss_law" if metric == "loss" else metric.replace("acc.", "acc_law.")
     p = float(np.mean(sign * d_draws[key][:, 1] < sign * d_draws[key][:, 0]))
-    n_col = result.summary["columns"]["N"]
-    d_col = result.summary["columns"].get("D")
+    n_col = result.columns["N"]
+    d_col = result.columns.get("D")
     n = float(frame[n_col].iloc[d_idx])
     tokens = float(frame[d_col].iloc[d_idx]) if d_col in frame else float("nan")
     return {"params": n, "tokens": tokens, "point_fit_loss": float(point_loss[d_idx])}, p
@@ -314,10 +315,10 @@ def _why(chosen: dict, runner: dict | None, p: float | None, objective: str, met
     return text + (f". Note: {outside}" if outside else "")
 
 
-def _warnings(result: FitResult, chosen: dict, trust: dict) -> list[str]:
-    s, out = result.summary, []
-    if not s.get("diagnostics", {"ok": True})["ok"]:
-        out.append("sampler diagnostics failed: " + "; ".join(s["diagnostics"]["failures"]))
+def _warnings(result: Fit, chosen: dict, trust: dict) -> list[str]:
+    out = []
+    if not result.diagnostics.ok:
+        out.append("sampler diagnostics failed: " + "; ".join(result.diagnostics.failures()))
     if chosen["distance"] > 0:
         out.append(f"beyond the data: the plan lies {chosen['distance']:.2f} (log units) "
                    "outside the fitted runs; its interval includes the learned discrepancy")
@@ -326,15 +327,16 @@ def _warnings(result: FitResult, chosen: dict, trust: dict) -> list[str]:
         out.append(bt["note"])
     if trust["optimum_outside"]:
         out.append(trust["optimum_outside"])
+    samples = result.samples()
     for name in ("gamma", "delta"):
-        p = s.get("params", {}).get(name)
-        if p and p["q05"] < 0 < p["q95"]:
-            out.append(f"quality effect {name}: its 90% interval [{p['q05']:.3g}, "
-                       f"{p['q95']:.3g}] spans zero; the data cannot tell its sign")
+        lo, hi = np.quantile(samples[name], [0.05, 0.95]) if name in samples else (0, 0)
+        if lo < 0 < hi:
+            out.append(f"quality effect {name}: its 90% interval [{lo:.3g}, "
+                       f"{hi:.3g}] spans zero; the data cannot tell its sign")
     return out
 
 
-def pool_frontier(result: FitResult, tokens: Sequence[float],
+def pool_frontier(result: Fit, tokens: Sequence[float],
                   unique_tokens: Mapping[str, float], *, seed: int = 0) -> pd.DataFrame:
     """How much to filter at each budget (filtering-law fits): the best filtering level (the
     union of the k best pools, ``unique_tokens`` ordered best first) per budget, with its

@@ -27,8 +27,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from datalaws.fit.api import FitResult, _law_frame, load_fit, predictive_draws  # noqa: E402
+from datalaws.fit.api import predictive_draws  # noqa: E402
 from datalaws.fit.card import decision_card, read_plan  # noqa: E402
+from datalaws.fit.export import derived_table, param_table, priors_text  # noqa: E402
+from datalaws.fit.result import Fit  # noqa: E402
 from datalaws.fit.trust import crn_log_loss  # noqa: E402
 
 __all__ = ["write_report"]
@@ -82,8 +84,8 @@ def _details(title: str, body: str, *, open_: bool = False) -> str:
             if body else "")
 
 
-def _curves(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
-    cols = r.summary["columns"]
+def _curves(r: Fit, df: pd.DataFrame, out_dir: Path, name: str) -> str:
+    cols = r.columns
     ncol, dcol = cols.get("N"), cols.get("D")
     if ncol is None or dcol is None or set(r.law.inputs) - {"N", "D"}:
         return ""
@@ -111,9 +113,9 @@ def _curves(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
                 f"{name}: posterior predictive loss against size at fixed tokens per parameter")
 
 
-def _residuals(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
-    cols = r.summary["columns"]
-    df = _law_frame(df, r.law)  # the rows the law was fitted to (e.g. one per eval domain)
+def _residuals(r: Fit, df: pd.DataFrame, out_dir: Path, name: str) -> str:
+    cols = r.columns
+    df = r.law.prepare(df, runs=True)  # the rows the law was fitted to (one per eval domain)
     med = np.median(predictive_draws(r, df)["loss_law"], axis=0)
     y = df[cols["loss"]].to_numpy()
     fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
@@ -123,7 +125,7 @@ def _residuals(r: FitResult, df: pd.DataFrame, out_dir: Path, name: str) -> str:
     return _fig(fig, out_dir, f"{name}_residuals", f"{name}: residuals of the fitted runs")
 
 
-def _trace_rank(r: FitResult, out_dir: Path, name: str) -> str:
+def _trace_rank(r: Fit, out_dir: Path, name: str) -> str:
     names = [p.name for p in r.law.params]
     rows = len(names)
     axes = az.plot_trace(r.idata, var_names=names, compact=True, figsize=(10, 1.7 * rows),
@@ -140,8 +142,8 @@ def _trace_rank(r: FitResult, out_dir: Path, name: str) -> str:
                         f"{name}: rank plots (uniform when chains agree)")
 
 
-def _backtest(r: FitResult, out_dir: Path, name: str) -> str:
-    dsum = r.summary["discrepancy"]
+def _backtest(r: Fit, out_dir: Path, name: str) -> str:
+    dsum = r.discrepancy
     rows = dsum.get("backtest") or []
     src = html.escape(str(dsum.get("k_source", "")))
     if not rows:
@@ -162,7 +164,7 @@ def _backtest(r: FitResult, out_dir: Path, name: str) -> str:
     out = _fig(fig, out_dir, f"{name}_backtest",
                f"{name}: backtest coverage by distance, per fold and distance bin")
     out += _backtest_points(dsum, out_dir, name)
-    k = f"k = {r.k:.3g}" if isinstance(r.k, float) else ""
+    k = f"k = {r.discrepancy_k:.3g}"
     return (f"<p>{html.escape(dsum.get('form', ''))} {k} {src}</p>" + out
             + _table(bt.round(3), index=False))
 
@@ -196,35 +198,37 @@ def _backtest_points(dsum: dict, out_dir: Path, name: str) -> str:
                 "(thin: k = 0, thick: with the discrepancy)")
 
 
-def _diagnostics(r: FitResult) -> str:
+def _diagnostics(r: Fit) -> str:
     rows = "".join(
         f"<tr class='{'pass' if c['pass'] else 'fail'}'><td>{k}</td><td>{c['value']:.4g}</td>"
         f"<td>{html.escape(c['rule'])}</td><td>{'pass' if c['pass'] else 'FAIL'}</td></tr>"
-        for k, c in r.summary["diagnostics"]["checks"].items())
+        for k, c in r.diagnostics.checks.items())
     return ("<div class='scroll'><table><tr><th>check</th><th>value</th><th>rule</th>"
             f"<th>verdict</th></tr>{rows}</table></div>")
 
 
-def _params(r: FitResult) -> str:
-    s = r.summary
+def _params(r: Fit) -> str:
+    priors, nan = priors_text(r), float("nan")  # a point fit has no sampler statistics
+    meanings = {p.name: p.meaning for p in r.law.params}
     rows = "".join(
-        f"<tr><td>{k}</td><td>{html.escape(s['priors'].get(k.split('[')[0], ''))}</td>"
+        f"<tr><td>{k}</td><td>{html.escape(priors.get(k.split('[')[0], ''))}</td>"
         f"<td>{v['mean']:.4g}</td><td>{v['q05']:.4g}</td><td>{v['q95']:.4g}</td>"
-        f"<td>{v['r_hat']:.3f}</td><td>{v['ess_bulk']:.0f}</td><td>{v['ess_tail']:.0f}</td>"
-        f"<td style='text-align:left'>{html.escape(s['meanings'].get(k, ''))}</td></tr>"
-        for k, v in s["params"].items())
+        f"<td>{v.get('r_hat', nan):.3f}</td><td>{v.get('ess_bulk', nan):.0f}</td>"
+        f"<td>{v.get('ess_tail', nan):.0f}</td>"
+        f"<td style='text-align:left'>{html.escape(meanings.get(k, ''))}</td></tr>"
+        for k, v in param_table(r).items())
     rows += "".join(f"<tr><td>{k} (derived)</td><td></td><td>{v['mean']:.4g}</td>"
                     f"<td>{v['q05']:.4g}</td><td>{v['q95']:.4g}</td><td colspan=4></td></tr>"
-                    for k, v in s["derived"].items())
+                    for k, v in derived_table(r).items())
     return ("<div class='scroll'><table><tr><th>param</th><th>prior</th><th>mean</th>"
             "<th>q05</th><th>q95</th><th>R-hat</th><th>ESS bulk</th><th>ESS tail</th>"
             f"<th>meaning</th></tr>{rows}</table></div>")
 
 
-def _loo(results: Sequence[FitResult]) -> str:
-    by_hash: dict[str, list[FitResult]] = {}
+def _loo(results: Sequence[Fit]) -> str:
+    by_hash: dict[str, list[Fit]] = {}
     for r in results:
-        by_hash.setdefault(r.summary["data_hash"], []).append(r)
+        by_hash.setdefault(r.data.get("data_hash"), []).append(r)
     parts = []
     for group in by_hash.values():
         if len(group) < 2:
@@ -249,28 +253,29 @@ def _plan_candidates(p: dict | None) -> str:
             + _table(rows.round(4).astype(object).where(rows.notna(), "-"), index=False))
 
 
-def _law_warnings(r: FitResult) -> list[str]:
-    s, out = r.summary, []
-    if not s["diagnostics"]["ok"]:
+def _law_warnings(r: Fit) -> list[str]:
+    out = []
+    if not r.diagnostics.ok:
         out.append("sampler diagnostics FAILED: do not trust this fit ("
-                   + "; ".join(s["diagnostics"]["failures"]) + ")")
+                   + "; ".join(r.diagnostics.failures()) + ")")
+    table = param_table(r) if {"gamma", "delta"} & {p.name for p in r.law.params} else {}
     for name in ("gamma", "delta"):
-        p = s.get("params", {}).get(name)
+        p = table.get(name)
         if p and p["q05"] < 0 < p["q95"]:
             out.append(f"quality effect {name}: 90% interval [{p['q05']:.3g}, {p['q95']:.3g}] "
                        "spans zero; the data cannot tell its sign")
-    if s["discrepancy"].get("k_source", "").startswith("prior"):
-        out.append(f"discrepancy k: {s['discrepancy']['k_source']}")
+    if r.discrepancy.get("k_source", "").startswith("prior"):
+        out.append(f"discrepancy k: {r.discrepancy['k_source']}")
     return out
 
 
-def _law_section(d: Path, r: FitResult, table: pd.DataFrame | None, fig_dir: Path) -> str:
-    name, s = r.law.name, r.summary
+def _law_section(d: Path, r: Fit, table: pd.DataFrame | None, fig_dir: Path) -> str:
+    name, ok = r.law.name, r.diagnostics.ok
     warns = _law_warnings(r)
-    parts = [f"<h2>Law: {html.escape(name)}</h2><p><code>{html.escape(s['formula'])}</code> "
-             f"({html.escape(s['reference'])}); fitted on {s['n_rows']} runs; likelihood "
-             f"{s['likelihood']} on log loss; sampler diagnostics "
-             + ("<span class='pass'>pass</span>" if s["diagnostics"]["ok"] else
+    parts = [f"<h2>Law: {html.escape(name)}</h2><p><code>{html.escape(r.law.formula)}</code> "
+             f"({html.escape(r.law.reference)}); fitted on {r.data.get('n_rows')} runs; "
+             f"likelihood {r.likelihood} on log loss; sampler diagnostics "
+             + ("<span class='pass'>pass</span>" if ok else
                 "<span class='fail'>FAILED</span>") + ".</p>"]
     if warns:
         parts.append("<ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warns)
@@ -280,15 +285,16 @@ def _law_section(d: Path, r: FitResult, table: pd.DataFrame | None, fig_dir: Pat
         if curves:
             parts.append("<h3>Fitted curves</h3>" + curves)
     parts.append(_details("Parameters and priors", _params(r)))
-    parts.append(_details("Diagnostics", _diagnostics(r), open_=not s["diagnostics"]["ok"]))
+    parts.append(_details("Diagnostics", _diagnostics(r), open_=not ok))
     if table is not None:
         parts.append(_details("Residuals", _residuals(r, table, fig_dir, name)))
     parts.append(_details("Extrapolation: discrepancy backtest", _backtest(r, fig_dir, name)))
-    if "holdout" in s:
+    if r.holdout:
         h = pd.DataFrame({k: {"n": v["n"], "median |err|": v["median_abs_err"],
                               **{f"cov {c}": x for c, x in v["coverage"].items()}}
-                          for k, v in s["holdout"].items()}).T
-        parts.append(_details(f"Held-out runs ({html.escape(str(s['holdout_expr']))})",
+                          for k, v in r.holdout.items()}).T
+        expr = r.data.get("holdout_expr")
+        parts.append(_details(f"Held-out runs ({html.escape(str(expr))})",
                               _table(h.round(3))))
     p = read_plan(d)
     if p is not None:
@@ -298,7 +304,7 @@ def _law_section(d: Path, r: FitResult, table: pd.DataFrame | None, fig_dir: Pat
     return "".join(parts)
 
 
-def _cards(fit_dirs: Sequence[str | Path], results: Sequence[FitResult]) -> str:
+def _cards(fit_dirs: Sequence[str | Path], results: Sequence[Fit]) -> str:
     cards = []
     for d, r in zip(fit_dirs, results):
         p = read_plan(d)
@@ -321,7 +327,7 @@ def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
     out.parent.mkdir(parents=True, exist_ok=True)
     fig_dir = out.parent / f"{out.stem}_figures"
     fig_dir.mkdir(exist_ok=True)
-    results = [load_fit(d) for d in fit_dirs]
+    results = [Fit.load(d) for d in fit_dirs]
     body = [f"<h1>datalaws report</h1><p>{len(results)} fitted law(s)"
             + (f" on {len(table)} runs" if table is not None else "") + ".</p>",
             _cards(fit_dirs, results), "<div id='after-decisions'></div>"]

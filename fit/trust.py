@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from datalaws.fit import discrepancy as disc
-from datalaws.fit.api import FitResult, _law_frame, predictive_draws
+from datalaws.fit.api import predictive_draws
+from datalaws.fit.result import Fit
 from datalaws.fit.table import law_data
 
 __all__ = ["raw_inputs", "extrapolation_distance", "discrepancy_var", "trained_range",
@@ -22,34 +23,34 @@ __all__ = ["raw_inputs", "extrapolation_distance", "discrepancy_var", "trained_r
            "crn_log_loss", "backtest_coverage_at", "in_words"]
 
 
-def raw_inputs(result: FitResult, points: pd.DataFrame) -> dict[str, np.ndarray]:
+def raw_inputs(result: Fit, points: pd.DataFrame) -> dict[str, np.ndarray]:
     """The law's inputs (unscaled) at ``points``, read through the fit's column names."""
     law = result.law
-    cols = {r: c for r, c in result.summary["columns"].items() if r in law.inputs}
-    return law_data(_law_frame(points, law), law.inputs, target=None, columns=cols,
+    cols = {r: c for r, c in result.columns.items() if r in law.inputs}
+    return law_data(law.prepare(points), law.inputs, target=None, columns=cols,
                     nonneg=law.unscaled).inputs
 
 
-def _hull(result: FitResult) -> np.ndarray | None:
-    h = result.summary["discrepancy"].get("hull")
+def _hull(result: Fit) -> np.ndarray | None:
+    h = result.discrepancy.get("hull")
     return None if h is None else np.atleast_2d(np.asarray(h, dtype=np.float64))
 
 
-def _axes(result: FitResult) -> list:
+def _axes(result: Fit) -> list:
     """The axes the fit measured distance in (as saved; the law's own for older fits)."""
     from datalaws.fit.laws import Axis
 
-    saved = result.summary["discrepancy"].get("axes")
+    saved = result.discrepancy.get("axes")
     if saved:
         return [Axis(a["name"], a["powers"], a["log"]) for a in saved]
     return list(result.law.axes)
 
 
-def _offsets(result: FitResult, points: pd.DataFrame,
+def _offsets(result: Fit, points: pd.DataFrame,
              extra: pd.DataFrame | None = None) -> np.ndarray:
     """Distance [n, G] of ``points`` beyond the fitted runs per axis group (the columns the
     discrepancy's k vector scales); with ``extra``, as if those runs had been fitted too."""
-    law, dsum = result.law, result.summary["discrepancy"]
+    law, dsum = result.law, result.discrepancy
     inputs = raw_inputs(result, points)
     hull = _hull(result)
     if hull is not None:  # the hull of the fitted runs in the fit's axes
@@ -66,14 +67,14 @@ def _offsets(result: FitResult, points: pd.DataFrame,
     return np.maximum(0.0, np.log(np.asarray(inputs[law.axis], np.float64) / x_max))[:, None]
 
 
-def extrapolation_distance(result: FitResult, points: pd.DataFrame,
+def extrapolation_distance(result: Fit, points: pd.DataFrame,
                            extra: pd.DataFrame | None = None) -> np.ndarray:
     """Distance [n] of ``points`` from the fitted runs (log units; 0 inside them), the one
     the discrepancy term widens with; with ``extra``, as if those runs had been fitted too."""
     return np.linalg.norm(_offsets(result, points, extra), axis=1)
 
 
-def discrepancy_var(result: FitResult, points: pd.DataFrame,
+def discrepancy_var(result: Fit, points: pd.DataFrame,
                     extra: pd.DataFrame | None = None, *, draws: int = 2000) -> np.ndarray:
     """Expected discrepancy variance [n] of log loss, E_k[sum_g (k_g d_g)^2]."""
     d = _offsets(result, points, extra)
@@ -83,7 +84,7 @@ def discrepancy_var(result: FitResult, points: pd.DataFrame,
     return (np.mean(k ** 2, axis=0)[None, :] * d ** 2).sum(axis=1)
 
 
-def _discrepancy_sd(result: FitResult, points: pd.DataFrame, draws: int, seed: int
+def _discrepancy_sd(result: Fit, points: pd.DataFrame, draws: int, seed: int
                     ) -> np.ndarray:
     """sd [draws, n] of the discrepancy per posterior draw (one k vector per draw)."""
     d = _offsets(result, points)
@@ -93,29 +94,25 @@ def _discrepancy_sd(result: FitResult, points: pd.DataFrame, draws: int, seed: i
     return np.sqrt((k ** 2) @ (d ** 2).T)
 
 
-def trained_range(result: FitResult, role: str = "N") -> tuple[float, float]:
+def trained_range(result: Fit, role: str = "N") -> tuple[float, float]:
     """(smallest, largest) value of ``role`` among the fitted runs."""
-    s = result.summary
-    if role in s.get("ranges", {}):
-        lo, hi = s["ranges"][role]
-        return float(lo), float(hi)
     hull = _hull(result)
     if hull is not None:
         for i, ax in enumerate(_axes(result)):
             if ax.log and dict(ax.powers) == {role: 1.0}:
                 return float(np.exp(hull[:, i].min())), float(np.exp(hull[:, i].max()))
-    if role == result.law.axis and role in s["scales"]:
-        # older fits keep only the largest value and the geometric mean: assume a range
-        # symmetric about the mean on the log scale (what log-spaced sweeps have)
-        hi = float(s["discrepancy"]["x_max_fit"])
-        return float(s["scales"][role] ** 2 / hi), hi
+    if role == result.law.axis and role in result.scales:
+        # fits without a hull keep only the largest value and the geometric mean: assume a
+        # range symmetric about the mean on the log scale (what log-spaced sweeps have)
+        hi = float(result.discrepancy["x_max_fit"])
+        return float(result.scales[role] ** 2 / hi), hi
     raise ValueError(f"the fit does not record the range of {role!r}; give --min-params and "
                      "--max-params")
 
 
-def k_samples(result: FitResult, n: int, seed: int = 0) -> np.ndarray:
+def k_samples(result: Fit, n: int, seed: int = 0) -> np.ndarray:
     """``n`` draws [n, G] of the discrepancy scale (its posterior where the fit has one)."""
-    dsum = result.summary["discrepancy"]
+    dsum = result.discrepancy
     if dsum.get("k_draws"):
         ks = np.asarray(dsum["k_draws"], np.float64)
         ks = ks[:, None] if ks.ndim == 1 else ks
@@ -123,7 +120,7 @@ def k_samples(result: FitResult, n: int, seed: int = 0) -> np.ndarray:
     return np.full((n, 1), float(dsum.get("k", 0.0)))
 
 
-def crn_log_loss(result: FitResult, points: pd.DataFrame, *, seed: int = 0,
+def crn_log_loss(result: Fit, points: pd.DataFrame, *, seed: int = 0,
                  noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Predictive log loss draws [S, n] (law + discrepancy beyond the data + run noise) with
     one z and one noise draw per posterior draw, shared by all points; and the law alone."""
@@ -136,16 +133,16 @@ def crn_log_loss(result: FitResult, points: pd.DataFrame, *, seed: int = 0,
         sigma = np.resize(np.asarray(samples["sigma"], np.float64).reshape(-1), S)
         nu = samples.get("nu")
         eps = (rng.standard_t(np.resize(np.asarray(nu, np.float64).reshape(-1), S))
-               if nu is not None and result.summary.get("likelihood") == "studentt"
+               if nu is not None and result.likelihood == "studentt"
                else rng.standard_normal(S))
         out = out + (sigma * eps)[:, None]
     return out, log_law
 
 
-def backtest_coverage_at(result: FitResult, d: float) -> dict:
+def backtest_coverage_at(result: Fit, d: float) -> dict:
     """The backtest's 50%/90% coverage (with the discrepancy) at distance ``d``: the rows
     whose distance bin holds ``d``, else the farthest bin, flagged as beyond it."""
-    rows = result.summary["discrepancy"].get("backtest") or []
+    rows = result.discrepancy.get("backtest") or []
     rows = [r for r in rows if "backtest_cov90" in r]
     if not rows:
         return {"n": 0, "note": "no backtest: this fit's intervals beyond the data are "

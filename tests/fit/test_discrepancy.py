@@ -42,13 +42,12 @@ def _table(extra, seed=0, n=110):
 
 def _plain(r, df, hold):
     """The same posterior predicted with k = 0 (no discrepancy)."""
-    from datalaws.fit.api import _holdout_metrics
+    from datalaws.fit.api import holdout_scores
     from datalaws.fit.table import split_holdout
 
     plain = copy.copy(r)
-    plain.summary = copy.deepcopy(r.summary)
-    plain.summary["discrepancy"].update(k_draws=None, k=0.0)
-    return _holdout_metrics(plain, split_holdout(df, hold)[1], None)["loss"]
+    plain.discrepancy = r.discrepancy | {"k_draws": None, "k": 0.0}
+    return holdout_scores(plain, split_holdout(df, hold)[1])["loss"]
 
 
 HOLD = "tokens / params >= 100"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from datalaws.cli import main
-from datalaws.fit import FitConfig, fit, save_fit
+from datalaws.fit import FitConfig, fit
 from datalaws.fit.filtering import (
     N_REF,
     PAPER_A,
@@ -92,7 +92,7 @@ def fitted(tmp_path_factory):
     r = fit(_table(), "filtering", columns={"D": "samples"}, discrepancy="none",
             config=FitConfig(chains=2, warmup=200, draws=150, progress=False))
     path = tmp_path_factory.mktemp("flt") / "fit"
-    save_fit(r, path)
+    r.save(path)
     return r, path
 
 

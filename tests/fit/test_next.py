@@ -11,7 +11,8 @@ import pytest
 from scipy.optimize import least_squares
 
 from datalaws.cli import main
-from datalaws.fit.api import FitResult, predictive_draws, save_fit
+from datalaws.fit import Diagnostics, Fit, FitConfig
+from datalaws.fit.api import predictive_draws
 from datalaws.fit.design import chinchilla_grid, next_runs
 from datalaws.fit.laws import get_law
 from datalaws.fit.trust import discrepancy_var
@@ -22,7 +23,7 @@ SIGMA = 0.01
 TARGET = (1e9, 2e10)
 
 
-def _laplace_posterior(draws: int = 4000) -> FitResult:
+def _laplace_posterior(draws: int = 4000) -> Fit:
     """A posterior from simulated small runs (1e6-1e7 parameters): least squares on log loss
     and its Laplace approximation (Gaussian in E, log a, alpha, log b, beta)."""
     rng = np.random.default_rng(0)
@@ -44,13 +45,14 @@ def _laplace_posterior(draws: int = 4000) -> FitResult:
     t[:, [0, 2, 4]] = np.abs(t[:, [0, 2, 4]])  # keep the constants positive
     post = {k: v[None, :] for k, v in params(t.T).items()}
     post |= {"sigma": np.full((1, draws), SIGMA)}
-    summary = {"scales": scales, "columns": {"N": "params", "D": "tokens", "loss": "loss"},
-               "likelihood": "normal", "ranges": {"N": [1e6, 1e7], "D": [1e7, 4e8]},
-               "discrepancy": {"k": 0.0, "x_max_fit": 1e7, "backtest": []},
-               "diagnostics": {"ok": True, "checks": {}, "failures": []}, "data_hash": "sim",
-               "law": "chinchilla", "priors": {}}
-    return FitResult(law=law, idata=az.from_dict(posterior=post), summary=summary,
-                     point=params(res.x))
+    # the discrepancy measures distance along N from the fitted sizes
+    discrepancy = {"k": 0.0, "x_max_fit": 1e7, "backtest": [],
+                   "hull": [[np.log(N.min())], [np.log(N.max())]],
+                   "axes": [{"name": "N", "powers": {"N": 1.0}, "log": True}]}
+    return Fit(law=law, columns={"N": "params", "D": "tokens", "loss": "loss"}, scales=scales,
+               idata=az.from_dict(posterior=post), point=params(res.x),
+               config=FitConfig(likelihood="normal"), discrepancy=discrepancy,
+               diagnostics=Diagnostics({}), data={"data_hash": "sim"})
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def posterior():
     return _laplace_posterior()
 
 
-def _posterior_var_after(r: FitResult, runs: pd.DataFrame, truths: int = 60) -> float:
+def _posterior_var_after(r: Fit, runs: pd.DataFrame, truths: int = 60) -> float:
     """Exact Bayesian updating of the draws (importance weights) on simulated observations of
     ``runs``, each truth a posterior draw: the expected posterior variance of the target."""
     pts = pd.concat([pd.DataFrame({"params": [TARGET[0]], "tokens": [TARGET[1]]}),
@@ -79,8 +81,7 @@ def _posterior_var_after(r: FitResult, runs: pd.DataFrame, truths: int = 60) -> 
 @pytest.mark.parametrize("k", [0.0, 0.02])
 def test_next_beats_a_chinchilla_grid_of_the_same_cost(posterior, k):
     r = copy.copy(posterior)
-    r.summary = copy.deepcopy(posterior.summary)
-    r.summary["discrepancy"]["k"] = k
+    r.discrepancy = posterior.discrepancy | {"k": k}
     budget = 1e18
     design = next_runs(r, budget, *TARGET, max_runs=4)
     assert 1 <= len(design.runs) <= 4 and design.runs.flops.sum() <= budget
@@ -108,7 +109,7 @@ def test_more_budget_never_leaves_more_uncertainty(posterior):
 
 
 def test_cli_writes_a_sweep_spec_sweep_run_accepts(posterior, tmp_path, capsys):
-    save_fit(posterior, tmp_path / "fit")
+    posterior.save(tmp_path / "fit")
     like = tmp_path / "sweep.toml"
     like.write_text(f'out = "{tmp_path / "runs"}"\n[defaults]\ndata = "store"\nseq_len = 64\n'
                     'tasks = ["a.jsonl"]\n[grid]\npreset = ["tiny"]\ntokens = [1e5]\n'

@@ -4,7 +4,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from datalaws.fit.api import FitResult
+from datalaws.fit import Diagnostics, Fit, FitConfig
 from datalaws.fit.laws import get_law
 from datalaws.fit.plan import budget_from_gpu_hours, parse_objective, plan
 
@@ -12,15 +12,21 @@ TRUTH = {"E": 1.8, "a": 0.4, "alpha": 0.34, "b": 0.4, "beta": 0.28}
 SCALES = {"N": 1e8, "D": 2e9}
 
 
-def _posterior(k=0.0, x_max_fit=1e12, spread=1e-3, draws=2000):
+def _posterior(k=0.0, x_max_fit=1e12, spread=1e-3, draws=2000, lo=None):
+    """Draws around TRUTH, fitted (as far as the discrepancy knows) on runs of ``lo`` (default:
+    symmetric about the reference size on the log scale) to ``x_max_fit`` parameters: the
+    discrepancy grows with the distance along N outside that range."""
     rng = np.random.default_rng(0)
     post = {n: v * np.exp(spread * rng.standard_normal((1, draws))) for n, v in TRUTH.items()}
     post |= {"sigma": np.full((1, draws), 1e-3), "nu": np.full((1, draws), 30.0)}
-    summary = {"scales": SCALES, "columns": {"N": "params", "D": "tokens", "loss": "loss"},
-               "likelihood": "studentt",
-               "discrepancy": {"k": k, "x_max_fit": x_max_fit}}
-    return FitResult(law=get_law("chinchilla"), idata=az.from_dict(posterior=post),
-                     summary=summary, point=dict(TRUTH))
+    lo = SCALES["N"] ** 2 / x_max_fit if lo is None else lo
+    discrepancy = {"k": k, "x_max_fit": x_max_fit, "backtest": [],
+                   "hull": [[np.log(lo)], [np.log(x_max_fit)]],
+                   "axes": [{"name": "N", "powers": {"N": 1.0}, "log": True}]}
+    return Fit(law=get_law("chinchilla"), columns={"N": "params", "D": "tokens", "loss": "loss"},
+               scales=SCALES, idata=az.from_dict(posterior=post), point=dict(TRUTH),
+               config=FitConfig(likelihood="studentt"), discrepancy=discrepancy,
+               diagnostics=Diagnostics({}))
 
 
 def _true_optimum(budget):
@@ -69,9 +75,8 @@ def test_continuous_plan_has_no_preset_name():
 
 
 def _ranged(k=0.0, lo=1e7, hi=3e8):
-    post = _posterior(k=k, x_max_fit=hi)
-    post.summary["ranges"] = {"N": [lo, hi]}
-    post.summary["discrepancy"]["backtest"] = [
+    post = _posterior(k=k, x_max_fit=hi, lo=lo)
+    post.discrepancy["backtest"] = [
         {"d_lo": 0.0, "d_hi": 1.0, "n": 10, "backtest_cov50": 0.5, "backtest_cov90": 0.9}]
     return post
 
@@ -79,21 +84,22 @@ def _ranged(k=0.0, lo=1e7, hi=3e8):
 def test_plans_stay_inside_the_trained_range_and_say_so():
     # at 1e14 FLOPs the unconstrained optimum (2e6) is below the smallest trained size (1e7)
     p = plan(_ranged(), 1e14, objective="q90")
-    assert p.trust["min_params"] == 1e7 and p.trust["max_params"] == pytest.approx(3e10)
+    assert p.trust["min_params"] == pytest.approx(1e7, rel=1e-12)  # exp(log 1e7)
+    assert p.trust["max_params"] == pytest.approx(3e10)
     assert p.chosen["params"] >= 1e7 * (1 - 1e-9)
     assert p.chosen["params"] == pytest.approx(1e7, rel=1e-9)  # the edge nearest the optimum
     assert p.trust["optimum_outside"] and "below --min-params" in p.trust["optimum_outside"]
     assert any("below --min-params" in w for w in p.warnings)
     # every candidate carries its distance: 0 inside the fitted range, growing beyond it
     c = p.candidates.sort_values("params")
-    assert (c.distance[c.params <= 3e8] == 0).all()
+    assert (c.distance[(c.params >= 1e7) & (c.params <= 3e8)] == 0).all()
     assert np.all(np.diff(c.distance[c.params > 3e8]) > 0)
     wide = plan(_ranged(), 1e14, objective="q90", min_params=1e3, max_params=1e12)
     assert wide.chosen["params"] < 1e7 and wide.trust["optimum_outside"] is None
 
 
 def test_quantile_objective_is_smooth_and_discrepancy_aware():
-    p = plan(_ranged(k=0.05), 1e21, objective="q90")
+    p = plan(_ranged(k=0.05, lo=1e4), 1e21, objective="q90")
     c = p.candidates[p.candidates.preset.isna()].sort_values("params")
     q = c.loss_q95.to_numpy()
     # one valley: the q95 curve falls then rises, without Monte Carlo wiggles

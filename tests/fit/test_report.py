@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from datalaws.cli import main
-from datalaws.fit import FitConfig, fit, save_fit
+from datalaws.fit import FitConfig, fit
 from datalaws.fit.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,8 +34,7 @@ def report(tmp_path_factory):
     cfg = FitConfig(chains=2, warmup=200, draws=200, progress=False)
     # one law with the backtest section, one without (its backtest would show nothing new)
     for law, discrepancy in (("chinchilla", "backtest"), ("overtrain", "none")):
-        save_fit(fit(df, law, config=cfg, holdout="params > 2e9", discrepancy=discrepancy),
-                 tmp / law)
+        fit(df, law, config=cfg, holdout="params > 2e9", discrepancy=discrepancy).save(tmp / law)
     assert main(["plan", str(tmp / "chinchilla"), "--budget", "1e21", "--objective",
                  "q90"]) == 0
     return write_report([tmp / "chinchilla", tmp / "overtrain"], df, tmp / "report.html")
