@@ -3,6 +3,11 @@ hierarchical model vs chained point fits, at an unseen mixture, 7.5x the largest
 2x the longest run. Prints median/mean absolute error and 50/90% interval coverage, and the
 hierarchical fit's divergences and worst R-hat at the default sampler settings.
 
+``python bench/nested.py [DATASETS] [datablations]``: with ``datablations``, also the
+hierarchical fit at its defaults on ../shared/data/datablations_curves.csv (single-epoch
+curves of c4 and oscar, 3 sizes: the data set as two one-hot "mixtures"), its divergences
+and diagnostics.
+
 The chained pipeline's interval is +-z * the mixing stage's residual standard error, the
 interval it can give without resampling every stage.
 """
@@ -20,7 +25,46 @@ from scipy.stats import norm  # noqa: E402
 from datalaws.fit.diagnostics import diagnose  # noqa: E402
 from datalaws.fit.nested import chained_point_fit, fit_nested, simulate_nested  # noqa: E402
 
-DATASETS = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+DATASETS = next((int(a) for a in sys.argv[1:] if a.isdigit()), 8)
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+
+
+def datablations_curves(points_per_curve: int = 25):
+    """Single-epoch curves (no repetition: the model has no term for it), the data set as a
+    one-hot mixture, steps thinned log-uniformly past the first 5% of each run."""
+    import pandas as pd
+
+    d = pd.read_csv(os.path.join(DATA, "datablations_curves.csv"))
+    d = d[d.epochs == 1]
+    rows = []
+    for _, g in d.groupby(["data", "N_label"]):
+        g = g.sort_values("tokens_seen")
+        g = g[g.tokens_seen >= 0.05 * g.tokens_seen.max()]
+        idx = np.unique(np.round(np.geomspace(1, len(g), points_per_curve)).astype(int) - 1)
+        rows.append(g.iloc[idx])
+    d = pd.concat(rows)
+    return pd.DataFrame({"mix.c4": (d.data == "c4").astype(float),
+                         "mix.oscar": (d.data == "oscar").astype(float),
+                         "params": d.N_nominal, "step": d.tokens_seen, "loss": d.loss})
+
+
+def check_datablations() -> None:
+    table = datablations_curves()
+    t0 = time.perf_counter()
+    f = fit_nested(table)  # the defaults
+    idata = az.from_numpyro(f.mcmc)
+    diag = diagnose(idata, [v for v in idata.posterior.data_vars if not v.startswith("z_")])
+    print(f"datablations (epochs=1, {len(table)} points, 2 data sets x 3 sizes): "
+          f"{int(diag.checks['divergences']['value'])} divergences, worst R-hat "
+          f"{diag.checks['r_hat']['value']:.3f}, diagnostics "
+          f"{'pass' if diag.ok else 'FAIL ' + str(diag.failures())}, "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if "datablations" in sys.argv:
+    check_datablations()
+if DATASETS == 0:
+    sys.exit(0)
 TARGETS = 5  # unseen mixtures per dataset
 N_TARGET, S_TARGET = 1.2e9, 16000
 

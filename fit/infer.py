@@ -39,8 +39,8 @@ def _huber(r: jnp.ndarray, delta: float) -> jnp.ndarray:
 
 
 def point_fit(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, *, delta: float = 1e-3,
-              starts: int | None = None, polish_best: int = 2, seed: int = 0
-              ) -> dict[str, float]:
+              starts: int | None = None, polish_best: int = 2, seed: int = 0,
+              split: bool = True, polish_steps: int = 20000) -> dict[str, float]:
     """Huber loss on log loss minimised by L-BFGS from a few random starts (Hoffmann et al.;
     Epoch), for any number of parameters.
 
@@ -56,16 +56,20 @@ def point_fit(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, *, delta: fl
 
     from datalaws.fit import mixing
 
-    parts = mixing.split_by_domain(law, x, y)  # separable least squares: one fit per domain
+    # separable least squares: one fit per domain (``split=False``: one joint fit, one
+    # compilation, as cross-validation over many domains wants)
+    parts = mixing.split_by_domain(law, x, y) if split else None
     if parts is not None:
         return mixing.join_domains(law, [point_fit(sub, xs, ys, delta=delta, starts=starts,
-                                                   polish_best=polish_best, seed=seed)
+                                                   polish_best=polish_best, seed=seed,
+                                                   polish_steps=polish_steps)
                                          for sub, xs, ys in parts])
     if starts is None:
         starts = 16 if len(law.params) <= 50 else 6
     with jax.enable_x64(True):
         best = _point_fit(law, x, y, delta=delta, starts=starts, seed=seed,
-                          polish_best=polish_best, minimize=minimize)
+                          polish_best=polish_best, minimize=minimize,
+                          polish_steps=polish_steps)
     return mixing.balance_point(law, best)  # hierarchical scales: the split the prior favours
 
 
@@ -91,7 +95,7 @@ def _random_starts(law: Law, transforms, starts: int, seed: int) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
-def _point_fit(law, x, y, *, delta, starts, seed, polish_best, minimize):
+def _point_fit(law, x, y, *, delta, starts, seed, polish_best, minimize, polish_steps):
     names = [p.name for p in law.params]
     transforms = [biject_to(p.prior.support) for p in law.params]
     shapes = [p.prior.event_shape for p in law.params]
@@ -127,7 +131,8 @@ def _point_fit(law, x, y, *, delta, starts, seed, polish_best, minimize):
     # machine (100x slower measured on 2 shared cores): one thread
     with threadpool_limits(limits=1, user_api="blas"):
         first = sorted((descend(u, 200) for u in u0), key=lambda r: r.fun)
-        best = min((descend(r.x, 20000) for r in first[:polish_best]), key=lambda r: r.fun)
+        best = min((descend(r.x, polish_steps) for r in first[:polish_best]),
+                   key=lambda r: r.fun)
     return {n: np.asarray(v).tolist() for n, v in unpack(jnp.asarray(best.x)).items()}
 
 

@@ -7,18 +7,19 @@ mixtures. Each stage treats the last one's point estimates as data, so the final
 carries no uncertainty of the stages before it. Here the three laws are one surface,
 
     L(r, N, S) = E(r) + a_m * (N/N0)^-alpha + b_m * (S/S0)^-beta
-    E(r)       = e_mid + (exp(kappa * g) - 1) / kappa,  g = beta_r . (r - u)   (Ye eq. 1)
-    log a_m    = mu_a + g_a . (r_m - u) + tau_a * z_a[m]            (partial pooling)
+    E(r)       = e_mid + (exp(kappa * g) - 1) / kappa,  g = z . (r - u)   (Ye eq. 1)
+    log a_m    = mu_a + g_a . (r_m - u) + tau_a * z_a[m]     (partial pooling)
     log b_m    = mu_b + g_b . (r_m - u) + tau_b * z_b[m]
 
-fitted jointly to every point of every loss curve with NUTS (Student-t on log loss). The
-mixing term is Ye's ``c + k exp(t . r)`` sampled by its linear effects ``beta_r`` and its
-curvature ``kappa`` (``t = kappa * beta_r``, ``k`` and ``c`` derived), which removes the ridge
-between k and the size of t that made chains diverge (``datalaws.fit.mixing``). The
-per-mixture size and step coefficients are pooled toward a regression on the mixture, so an
-unseen mixture gets a coefficient drawn from that population (``z ~ N(0, 1)``): its
-prediction carries the uncertainty of all three stages. ``chained_point_fit`` is Ye's
-pipeline, kept as the baseline (bench/nested.py compares them).
+fitted jointly to every point of every loss curve with NUTS. The surface is a ``Law``
+(``nested_law``) sampled by the project's own ``law_model`` (Student-t on log loss, the
+shared noise priors), and its mixing term is ``mixing_law(domains, sizes=())`` itself (Ye's
+``c + k exp(t . r)`` sampled by centred linear effects ``z`` and a curvature ``kappa``: no
+ridge between k and the size of t), not a restatement. The per-mixture size and step
+coefficients are pooled toward a regression on the mixture, so an unseen mixture gets a
+coefficient drawn from that population (``z ~ N(0, 1)``): its prediction carries the
+uncertainty of all three stages. ``chained_point_fit`` is Ye's pipeline, kept as the baseline
+(bench/nested.py compares them).
 
 Input table: one row per evaluated point of a run, with ``mix.<domain>`` proportions,
 ``params`` (N), ``step`` (S) and ``loss``.
@@ -27,59 +28,79 @@ Input table: one row per evaluated point of a run, with ``mix.<domain>`` proport
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer import MCMC, NUTS, init_to_median
 from scipy.optimize import curve_fit, least_squares
 
-from datalaws.fit.mixing import KAPPA_MAX, exp_curve
+from datalaws.fit.laws import Law, Param
+from datalaws.fit.mixing import _front, _vec, mixing_law
+from datalaws.fit.model import law_model
 from datalaws.fit.table import TableError
 
-__all__ = ["NestedFit", "fit_nested", "chained_point_fit", "nested_model", "simulate_nested",
+__all__ = ["NestedFit", "fit_nested", "chained_point_fit", "nested_law", "simulate_nested",
            "NESTED_TRUTH"]
 
 
-def _mixing_term(r, e_mid, kappa, b, u):
-    """``E(r) = e_mid + (exp(kappa g) - 1) / kappa``, ``g = b . (r - u)[1:]``; r [..., D] and
-    b [..., D-1] broadcast (mixtures against one b in the model, one mixture against draws of
-    b in ``predict``)."""
-    return e_mid + exp_curve(jnp.sum((r - u)[..., 1:] * b, axis=-1), kappa)
+def _ln(median: float, s: float) -> dist.Distribution:
+    return dist.LogNormal(jnp.log(median), s)
 
 
-def nested_model(r_MD, mix_idx, logN, logS, y=None, *, likelihood: str = "studentt"):
-    """The joint surface above; ``r_MD`` the distinct training mixtures, ``mix_idx`` a row's
-    mixture, logN and logS normalised logs (``log(N/N0)``, ``log(S/S0)``)."""
-    M, D = r_MD.shape
-    u = 1.0 / D
-    e_mid = numpyro.sample("e_mid", dist.LogNormal(jnp.log(2.0), 0.6))
-    kappa = numpyro.sample("kappa", dist.Uniform(0.0, KAPPA_MAX))
-    b = numpyro.sample("b_r", dist.Normal(0.0, 1.0).expand([D - 1]).to_event(1))
-    alpha = numpyro.sample("alpha", dist.LogNormal(jnp.log(0.35), 0.5))
-    beta = numpyro.sample("beta", dist.LogNormal(jnp.log(0.35), 0.5))
-    coefs = {}
-    for c in ("a", "b"):
-        mu = numpyro.sample(f"mu_{c}", dist.Normal(jnp.log(0.5), 1.0))
-        g = numpyro.sample(f"g_{c}", dist.Normal(0.0, 1.0).expand([D - 1]).to_event(1))
-        tau = numpyro.sample(f"tau_{c}", dist.HalfNormal(0.3))
-        with numpyro.plate("mixtures", M):
-            z = numpyro.sample(f"z_{c}", dist.Normal(0.0, 1.0))
-        coefs[c] = jnp.exp(mu + (r_MD - u)[:, 1:] @ g + tau * z)
-    sigma = numpyro.sample("sigma", dist.HalfNormal(0.1))
-    loss = (_mixing_term(r_MD, e_mid, kappa, b, u)[mix_idx] + coefs["a"][mix_idx]
-            * jnp.exp(-alpha * logN) + coefs["b"][mix_idx] * jnp.exp(-beta * logS))
-    if likelihood == "studentt":
-        nu = numpyro.sample("nu", dist.Gamma(2.0, 0.1))
-        noise = dist.StudentT(nu, jnp.log(loss), sigma)
-    else:
-        noise = dist.Normal(jnp.log(loss), sigma)
-    with numpyro.plate("points", logN.shape[0]):
-        numpyro.sample("y", noise, obs=y)
+def _coef(p, c: str, r, z):
+    """``log c_m = mu_c + g_c . (r - u) + tau_c * z`` (``c`` is ``a`` or ``b``); r [J, ...]
+    stacked proportions, z the mixture's standardised deviation (drawn for a new one)."""
+    g = _front(p[f"g_{c}"])
+    lin = jnp.einsum("j...,j...->...", g, r - 1.0 / r.shape[0])
+    return jnp.exp(p[f"mu_{c}"] + lin + p[f"tau_{c}"] * z)
+
+
+def nested_law(domains: Sequence[str], mixtures: int) -> Law:
+    """The surface above as a ``Law`` over ``M = mixtures`` distinct training mixtures.
+
+    The mixing term is ``mixing_law(domains, sizes=())`` itself (its fn and priors: ``e_mid``,
+    ``kappa``, centred effects ``z``); the pooled size and step coefficients add ``mu``,
+    effects ``g``, a scale ``tau`` (log-normal: kept off the funnel's neck at 0, as the mixing
+    law's pooled scales) and one standardised deviation per training mixture. Inputs:
+    ``r.<d>``, ``N`` = N/N0, ``S`` = S/S0, ``m`` the row's mixture (index into the M), and
+    optionally ``z_a``/``z_b`` (a new mixture's drawn deviations, with ``m`` = -1)."""
+    domains = sorted(domains)  # as the mixing law orders them
+    mix = mixing_law(domains, sizes=())
+    J = len(domains)
+
+    def fn(x, p):
+        r = jnp.stack([jnp.asarray(x[f"r.{d}"]) for d in domains])
+        m = jnp.asarray(x["m"]).astype(jnp.int32)
+        out = mix.fn(x, p)
+        for c, size, e in (("a", "N", "alpha"), ("b", "S", "beta")):
+            z = x.get(f"z_{c}")
+            if z is None:  # training rows: their mixture's own deviation
+                z = jnp.take(p[f"z_{c}"], jnp.maximum(m, 0), axis=-1)
+            out = out + _coef(p, c, r, z) * jnp.asarray(x[size]) ** -p[e]
+        return out
+
+    pooled = []
+    for c, what in (("a", "size"), ("b", "step")):
+        pooled += [Param(f"mu_{c}", dist.Normal(jnp.log(0.5), 1.0), f"log {what} coefficient "
+                         "at the uniform mixture"),
+                   Param(f"g_{c}", _vec(dist.Normal(0.0, 1.0), J), f"linear effects of the "
+                         f"mixture on the log {what} coefficient"),
+                   Param(f"tau_{c}", _ln(0.1, 0.75), f"spread of the {what} coefficient "
+                         "between mixtures beyond those effects"),
+                   Param(f"z_{c}", _vec(dist.Normal(0.0, 1.0), mixtures), "each training "
+                         f"mixture's standardised {what}-coefficient deviation")]
+    params = (*mix.params, Param("alpha", _ln(0.35, 0.5), "model-size exponent"),
+              Param("beta", _ln(0.35, 0.5), "step exponent"), *pooled)
+    return Law(name="nested", formula=mix.formula + " + a_m*(N/N0)^-alpha + b_m*(S/S0)^-beta",
+               inputs={f"r.{d}": f"mix.{d}" for d in domains} | {
+                   "N": "params", "S": "step", "m": "mixture"},
+               params=params, fn=fn, axis="N", reference="Ye et al. 2024 (nested scaling "
+               "laws, one hierarchical model)", unscaled=mix.unscaled)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,22 +160,21 @@ class NestedFit:
             raise ValueError(f"mixture {list(r)} must be {D} proportions summing to 1")
         if not (params > 0 and step > 0):
             raise ValueError(f"params={params} and step={step} must be > 0")
-        u = 1.0 / D
         n = len(s["alpha"])
         rng = np.random.default_rng(seed)
         seen = np.flatnonzero(np.abs(self.mixtures - r).max(1) < 1e-9)
-        out = np.asarray(_mixing_term(r, s["e_mid"], s["kappa"], s["b_r"], u))
-        for c, x, e in (("a", params / self.N0, s["alpha"]), ("b", step / self.S0, s["beta"])):
-            z = s[f"z_{c}"][:, seen[0]] if seen.size else rng.standard_normal(n)
-            coef = np.exp(s[f"mu_{c}"] + s[f"g_{c}"] @ (r - u)[1:] + s[f"tau_{c}"] * z)
-            out = out + coef * x ** -e
-        if noise:
-            eps = rng.standard_normal(n)
-            if "nu" in s:
-                eps = rng.standard_t(s["nu"])
+        x = {f"r.{d}": jnp.asarray(v) for d, v in zip(self.domains, r)} | {
+            "N": jnp.asarray(params / self.N0), "S": jnp.asarray(step / self.S0),
+            "m": jnp.asarray(seen[0] if seen.size else -1)}
+        if not seen.size:  # a new mixture: its size/step coefficients drawn from the population
+            x |= {"z_a": jnp.asarray(rng.standard_normal(n)),
+                  "z_b": jnp.asarray(rng.standard_normal(n))}
+        law = nested_law(self.domains, len(self.mixtures))
+        out = np.asarray(law.fn(x, {k: jnp.asarray(v) for k, v in s.items()}), float)
+        if noise:  # the likelihood of law_model: Student-t (or normal) on log loss
+            eps = rng.standard_t(s["nu"]) if "nu" in s else rng.standard_normal(n)
             out = out * np.exp(s["sigma"] * eps)
         return out
-
 
     def predict_table(self, points: pd.DataFrame, *, quantiles: Sequence[float] = (0.05, 0.5,
                       0.95), seed: int = 0) -> pd.DataFrame:
@@ -187,15 +207,18 @@ def fit_nested(table: pd.DataFrame, *, domains: Sequence[str] | None = None,
     ``target_accept`` 0.99: small steps through the pooled size/step coefficients (tau near 0
     is a funnel even non-centred), measured to leave no divergences on the test curves."""
     c = _curves(table, domains)
-    kernel = NUTS(nested_model, init_strategy=init_to_median, dense_mass=True,
+    law = nested_law(c.domains, len(c.mixtures))
+    x = {f"r.{d}": c.mixtures[c.idx, j] for j, d in enumerate(c.domains)} | {
+        "N": c.N / c.N0, "S": c.S / c.S0, "m": c.idx.astype(float)}
+    # the law's own model: its priors, the mixing law's term, the project's noise model
+    model = functools.partial(law_model, law=law, likelihood=likelihood)
+    kernel = NUTS(model, init_strategy=init_to_median, dense_mass=True,
                   target_accept_prob=target_accept)
     method = "parallel" if jax.local_device_count() >= chains else "vectorized"
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method=method, progress_bar=progress and method != "parallel")
-    mcmc.run(jax.random.PRNGKey(seed), jnp.asarray(c.mixtures), jnp.asarray(c.idx),
-             jnp.asarray(np.log(c.N / c.N0)), jnp.asarray(np.log(c.S / c.S0)),
-             y=jnp.asarray(np.log(c.loss)), likelihood=likelihood,
-             extra_fields=("diverging", "energy"))
+    mcmc.run(jax.random.PRNGKey(seed), {k: jnp.asarray(v) for k, v in x.items()},
+             y=jnp.asarray(c.loss), extra_fields=("diverging", "energy"))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
     return NestedFit(c.domains, c.mixtures, c.N0, c.S0, samples, mcmc)
 
@@ -268,19 +291,21 @@ def chained_point_fit(table: pd.DataFrame, *, domains: Sequence[str] | None = No
     return predict
 
 
-# A known truth for tests and bench/nested.py: 3 domains, sizes and steps like Ye's small runs.
-NESTED_TRUTH = {"e_mid": 1.9, "kappa": 1 / 0.3, "b_r": [-0.3, 0.24], "alpha": 0.3, "beta": 0.45,
-                "mu_a": np.log(0.5), "g_a": [0.4, -0.3], "tau_a": 0.1,
-                "mu_b": np.log(0.4), "g_b": [0.2, 0.3], "tau_b": 0.1, "sigma": 0.006}
+# A known truth for tests and bench/nested.py: 3 domains, sizes and steps like Ye's small runs;
+# effects centred (proportions sum to 1: a common shift of them changes nothing).
+NESTED_TRUTH = {"e_mid": 1.9, "kappa": 1 / 0.3, "z": [0.02, -0.28, 0.26], "alpha": 0.3,
+                "beta": 0.45, "mu_a": np.log(0.5), "g_a": [-0.033, 0.367, -0.333],
+                "tau_a": 0.1, "mu_b": np.log(0.4), "g_b": [-0.167, 0.033, 0.133], "tau_b": 0.1,
+                "sigma": 0.006}
 _N_REF, _S_REF = 1e8, 2000.0
 
 
 def _true_loss(truth, r, N, S, z_a, z_b):
     r = np.asarray(r, float)
     u = 1.0 / len(r)
-    a = np.exp(truth["mu_a"] + np.dot(truth["g_a"], (r - u)[1:]) + truth["tau_a"] * z_a)
-    b = np.exp(truth["mu_b"] + np.dot(truth["g_b"], (r - u)[1:]) + truth["tau_b"] * z_b)
-    e = float(_mixing_term(r, truth["e_mid"], truth["kappa"], np.asarray(truth["b_r"]), u))
+    a = np.exp(truth["mu_a"] + np.dot(truth["g_a"], r - u) + truth["tau_a"] * z_a)
+    b = np.exp(truth["mu_b"] + np.dot(truth["g_b"], r - u) + truth["tau_b"] * z_b)
+    e = truth["e_mid"] + np.expm1(truth["kappa"] * np.dot(truth["z"], r - u)) / truth["kappa"]
     return e + a * (N / _N_REF) ** -truth["alpha"] + b * (S / _S_REF) ** -truth["beta"]
 
 
@@ -290,7 +315,7 @@ def simulate_nested(seed: int, *, mixtures: int = 8, sizes: Sequence[float] = (2
     """(curve table, ``heldout(r, N, S, rng) -> a noisy loss at a new mixture``)."""
     truth = truth or NESTED_TRUTH
     rng = np.random.default_rng(seed)
-    D = len(truth["b_r"]) + 1
+    D = len(truth["z"])
     rows = []
     for _ in range(mixtures):
         r = rng.dirichlet(np.ones(D))
