@@ -131,7 +131,7 @@ def _print_plan(p, budget: float, objective: str, metric: str) -> None:
 
 
 def _cmd_plan(a: argparse.Namespace) -> int:
-    from datalaws.fit.plan import budget_from_gpu_hours, plan
+    from datalaws.fit.plan import budget_from_gpu_hours, plan_fit
     from datalaws.fit.result import Fit
     from datalaws.io import check_output_file, dumps_json
     from datalaws.records import atomic_write_text
@@ -147,23 +147,14 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     sizes = preset_sizes(result.columns.get("N"), a.vocab)
     from datalaws.records import parse_mixture
 
-    mixture = parse_mixture(a.mixture) if a.mixture else None
-    evals = parse_mixture(a.evals) if a.evals else None
-    domains = list(result.law.domains)
-    if mixture is not None and set(mixture) - set(domains):
-        raise UserError(f"--mixture: unknown domain(s) {sorted(set(mixture) - set(domains))}; "
-                        f"the {result.law.name} fit knows {domains or 'no mixture domains'}")
-    p = plan(result, budget, objective=a.objective, sizes=sizes, unique_tokens=a.unique_tokens,
-             metric=a.metric, mixture=mixture, evals=evals, min_params=a.min_params,
-             max_params=a.max_params)
+    p = plan_fit(result, budget, objective=a.objective, sizes=sizes,
+                 unique_tokens=a.unique_tokens, metric=a.metric,
+                 mixture=parse_mixture(a.mixture) if a.mixture else None,
+                 evals=parse_mixture(a.evals) if a.evals else None,
+                 min_params=a.min_params, max_params=a.max_params)
     _print_plan(p, budget, a.objective, a.metric)
-    if mixture is not None:
-        from datalaws.fit.mixture import best_mixture
-
-        kind_q = None if a.objective == "mean" else int(a.objective[1:]) / 100
-        best = best_mixture(result, params=p.chosen["params"], tokens=p.chosen["tokens"],
-                            quantile=kind_q, default=mixture, evals=evals)
-        p.mixture = best  # the decision card shows it
+    if p.mixture is not None:  # the decision card shows it too
+        best = p.mixture
         print("best mixture at the plan: " + ", ".join(
             f"{k}={v:.3f}" for k, v in best["mixture"].items())
             + f"; P(beats --mixture) = {best['p_beats_default']:.2f}"

@@ -188,30 +188,14 @@ def _cmd_laws(a: argparse.Namespace) -> int:
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
-    import arviz as az
-
+    from datalaws.fit.compare import compare
     from datalaws.fit.result import Fit
 
     fits = [Fit.load(d) for d in a.fit_dirs]
-    hashes = {f.data.get("data_hash") for f in fits}
-    if len(hashes) > 1:
-        raise ValueError("PSIS-LOO compares laws fitted to the same table; these fits saw "
-                         f"{len(hashes)} different tables")
-    import pandas as pd
-
-    from datalaws.fit.backtest import backtest_ranking
-
-    names = [f"{f.law.name}:{d}" for f, d in zip(fits, a.fit_dirs)]
-    loo = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
-    bt = pd.DataFrame(backtest_ranking({n: {"discrepancy": f.discrepancy}
-                                        for n, f in zip(names, fits)}))
-    table = bt.set_index("fit").join(loo[["elpd_loo", "p_loo", "elpd_diff", "se", "weight",
-                                          "warning"]].rename(columns={"weight": "loo_weight"}))
-    table["loo_rank"] = loo["rank"]
-    by_backtest = a.rank_by == "backtest" and bt["backtest_log_score"].notna().any()
-    table = table if by_backtest else table.sort_values("elpd_loo", ascending=False)
+    table, by = compare(fits, [f"{f.law.name}:{d}" for f, d in zip(fits, a.fit_dirs)],
+                        rank_by=a.rank_by)
     print("ranked by " + ("out-of-range backtest log score (mean per held-back row, on the "
-                          "folds every fit shares)" if by_backtest else "PSIS-LOO"))
+                          "folds every fit shares)" if by == "backtest" else "PSIS-LOO"))
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 

@@ -40,8 +40,8 @@ from datalaws.fit.trust import (
     trained_range,
 )
 
-__all__ = ["Plan", "plan", "parse_objective", "allowed_range", "budget_from_gpu_hours",
-           "pool_frontier", "MAX_PARAMS_FACTOR"]
+__all__ = ["Plan", "plan", "plan_fit", "parse_objective", "allowed_range",
+           "budget_from_gpu_hours", "pool_frontier", "MAX_PARAMS_FACTOR"]
 
 
 @dataclasses.dataclass
@@ -356,3 +356,24 @@ def budget_from_gpu_hours(hours: float, hardware: str, mfu: float) -> float:
     if not 0 < mfu <= 1:
         raise ValueError(f"--mfu {mfu}: must be in (0, 1]")
     return hours * 3600 * peak * mfu
+
+
+def plan_fit(result: Fit, budget: float, *, objective: str = "mean",
+             mixture: Mapping[str, float] | None = None,
+             evals: Mapping[str, float] | None = None, **options) -> Plan:
+    """``plan`` for a fit as ``datalaws plan`` asks it: ``mixture`` (a mixing law fitted over
+    sizes) names known domains, and the plan carries the best mixture at the chosen size and
+    tokens (``Plan.mixture``, with P(beats ``mixture``)). ``options`` go to ``plan``."""
+    law = result.law
+    unknown = sorted(set(mixture or {}) - set(law.domains))
+    if unknown:
+        raise ValueError(f"--mixture: unknown domain(s) {unknown}; the {law.name} fit knows "
+                         f"{list(law.domains) or 'no mixture domains'}")
+    p = plan(result, budget, objective=objective, mixture=mixture, evals=evals, **options)
+    if mixture is not None:
+        from datalaws.fit.mixture import best_mixture
+
+        q = None if objective == "mean" else int(objective[1:]) / 100
+        p.mixture = best_mixture(result, params=p.chosen["params"], tokens=p.chosen["tokens"],
+                                 quantile=q, default=mixture, evals=evals)
+    return p

@@ -103,3 +103,12 @@ def test_a_previous_version_fit_fails_in_one_line(tmp_path, capsys):
     assert code == EXIT_BAD_INPUT
     assert len(err) == 1 and err[0].startswith("error: ") and "refit" in err[0], err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_compare_reads_saved_fits(fitted, tmp_path, capsys):
+    r, path = fitted
+    r.save(tmp_path / "again")  # the same law twice: equal scores, both ranked
+    assert main(["compare", str(path), str(tmp_path / "again")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ranked by ") and out.count("chinchilla:") == 2
+    assert "elpd_loo" in out and "backtest_log_score" in out
