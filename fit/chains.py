@@ -27,11 +27,13 @@ def drop_minor_modes(idata: az.InferenceData, *, gap: float = MODE_GAP
                      ) -> tuple[az.InferenceData, list[int]]:
     """``idata`` without the chains stuck in a minor mode, and their indices.
 
-    A chain is stuck when its mean log density (``sample_stats.lp``) is more than ``gap``
-    nats below the best chain's and its 95th percentile is below the best chain's 5th."""
-    if "sample_stats" not in idata or "lp" not in idata.sample_stats:
+    A chain is stuck when its mean log density is more than ``gap`` nats below the best
+    chain's and its 95th percentile is below the best chain's 5th. The density is the log
+    likelihood summed over the rows (``log_likelihood`` group; the prior's share is small
+    beside hundreds of rows), or ``sample_stats.lp`` where that is recorded."""
+    lp = _log_density(idata)  # [chains, draws]
+    if lp is None:
         return idata, []
-    lp = np.asarray(idata.sample_stats["lp"].values, float)  # [chains, draws]
     if lp.ndim != 2 or lp.shape[0] < 2 or not np.isfinite(lp).all():
         return idata, []
     means = lp.mean(axis=1)
@@ -47,3 +49,15 @@ def drop_minor_modes(idata: az.InferenceData, *, gap: float = MODE_GAP
         f"{stuck}: mean log density {', '.join(f'{means[best] - means[c]:.0f}' for c in stuck)}"
         f" nats below the best chain's (a minor mode; Yao et al. 2022)")
     return out, stuck
+
+
+def _log_density(idata: az.InferenceData) -> np.ndarray | None:
+    if "sample_stats" in idata and "lp" in idata.sample_stats:
+        return np.asarray(idata.sample_stats["lp"].values, float)
+    if "log_likelihood" not in idata or not idata.log_likelihood.data_vars:
+        return None
+    ll = 0.0
+    for v in idata.log_likelihood.data_vars.values():
+        a = np.asarray(v.values, float)
+        ll = ll + a.reshape(a.shape[0], a.shape[1], -1).sum(axis=-1)
+    return np.asarray(ll)

@@ -60,7 +60,7 @@ def _coef(p, c: str, r, z):
     return jnp.exp(p[f"mu_{c}"] + lin + p[f"tau_{c}"] * z)
 
 
-def nested_law(domains: Sequence[str], mixtures: int) -> Law:
+def nested_law(domains: Sequence[str], mixtures: int, curved: bool = True) -> Law:
     """The surface above as a ``Law`` over ``M = mixtures`` distinct training mixtures.
 
     The mixing term is ``mixing_law(domains, sizes=())`` itself (its fn and priors: ``e_mid``,
@@ -68,7 +68,11 @@ def nested_law(domains: Sequence[str], mixtures: int) -> Law:
     effects ``g``, a scale ``tau`` (log-normal: kept off the funnel's neck at 0, as the mixing
     law's pooled scales) and one standardised deviation per training mixture. Inputs:
     ``r.<d>``, ``N`` = N/N0, ``S`` = S/S0, ``m`` the row's mixture (index into the M), and
-    optionally ``z_a``/``z_b`` (a new mixture's drawn deviations, with ``m`` = -1)."""
+    optionally ``z_a``/``z_b`` (a new mixture's drawn deviations, with ``m`` = -1).
+
+    ``curved=False``: the mixing term's curvature is 0 (the law's linear limit) and not
+    sampled; ``fit_nested`` does so when there are too few distinct mixtures to identify it
+    (fewer than J + 2: the level, J - 1 effects and kappa need more points than that)."""
     domains = sorted(domains)  # as the mixing law orders them
     mix = mixing_law(domains, sizes=())
     J = len(domains)
@@ -76,7 +80,7 @@ def nested_law(domains: Sequence[str], mixtures: int) -> Law:
     def fn(x, p):
         r = jnp.stack([jnp.asarray(x[f"r.{d}"]) for d in domains])
         m = jnp.asarray(x["m"]).astype(jnp.int32)
-        out = mix.fn(x, p)
+        out = mix.fn(x, p if curved else {**p, "kappa": 0.0})
         for c, size, e in (("a", "N", "alpha"), ("b", "S", "beta")):
             z = x.get(f"z_{c}")
             if z is None:  # training rows: their mixture's own deviation
@@ -94,7 +98,8 @@ def nested_law(domains: Sequence[str], mixtures: int) -> Law:
                          "between mixtures beyond those effects"),
                    Param(f"z_{c}", _vec(dist.Normal(0.0, 1.0), mixtures), "each training "
                          f"mixture's standardised {what}-coefficient deviation")]
-    params = (*mix.params, Param("alpha", _ln(0.35, 0.5), "model-size exponent"),
+    params = (*(q for q in mix.params if curved or q.name != "kappa"),
+              Param("alpha", _ln(0.35, 0.5), "model-size exponent"),
               Param("beta", _ln(0.35, 0.5), "step exponent"), *pooled)
     return Law(name="nested", formula=mix.formula + " + a_m*(N/N0)^-alpha + b_m*(S/S0)^-beta",
                inputs={f"r.{d}": f"mix.{d}" for d in domains} | {
@@ -169,7 +174,7 @@ class NestedFit:
         if not seen.size:  # a new mixture: its size/step coefficients drawn from the population
             x |= {"z_a": jnp.asarray(rng.standard_normal(n)),
                   "z_b": jnp.asarray(rng.standard_normal(n))}
-        law = nested_law(self.domains, len(self.mixtures))
+        law = nested_law(self.domains, len(self.mixtures), curved="kappa" in s)
         out = np.asarray(law.fn(x, {k: jnp.asarray(v) for k, v in s.items()}), float)
         if noise:  # the likelihood of law_model: Student-t (or normal) on log loss
             eps = rng.standard_t(s["nu"]) if "nu" in s else rng.standard_normal(n)
@@ -207,7 +212,7 @@ def fit_nested(table: pd.DataFrame, *, domains: Sequence[str] | None = None,
     ``target_accept`` 0.99: small steps through the pooled size/step coefficients (tau near 0
     is a funnel even non-centred), measured to leave no divergences on the test curves."""
     c = _curves(table, domains)
-    law = nested_law(c.domains, len(c.mixtures))
+    law = nested_law(c.domains, len(c.mixtures), curved=len(c.mixtures) >= len(c.domains) + 2)
     x = {f"r.{d}": c.mixtures[c.idx, j] for j, d in enumerate(c.domains)} | {
         "N": c.N / c.N0, "S": c.S / c.S0, "m": c.idx.astype(float)}
     # the law's own model: its priors, the mixing law's term, the project's noise model
