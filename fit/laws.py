@@ -303,12 +303,12 @@ def mixing_law(domains: Sequence[str], sizes: Sequence[str] = ("N", "D")) -> Law
 
 
 def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
-                       sizes: Sequence[str] = ("N", "D")) -> Law:
-    """Ye et al.'s law per evaluation domain, hierarchical across domains
-    (``datalaws.fit.mixing``)."""
+                       sizes: Sequence[str] = ("N", "D"), latent: int = 1) -> Law:
+    """Ye et al.'s law per evaluation domain, hierarchical across domains; ``latent`` > 1
+    latent terms per domain (``datalaws.fit.mixing``)."""
     from datalaws.fit import mixing
 
-    return mixing.mixing_domains_law(domains, evals, sizes)
+    return mixing.mixing_domains_law(domains, evals, sizes, latent)
 
 
 def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
@@ -350,8 +350,9 @@ def get_law(name: str, *, domains: Sequence[str] | None = None,
     sz = ("N", "D") if sizes is None else tuple(sizes)
     if name == "mixing" and domains is not None:
         return mixing_law(domains, sz)
-    if name == "mixing_domains" and domains is not None and evals is not None:
-        return mixing_domains_law(domains, evals, sz)
+    md = re.fullmatch(r"mixing_domains(\d*)", name)
+    if md and domains is not None and evals is not None:
+        return mixing_domains_law(domains, evals, sz, int(md.group(1) or 1))
     m = re.fullmatch(r"mixing_implicit(\d*)", name)
     if m and domains is not None:
         return mixing_implicit_law(domains, int(m.group(1) or 2), sz)
