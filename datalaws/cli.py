@@ -141,6 +141,17 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     result = Fit.load(a.fit_dir)
     if result.law.pools:  # the filtering law: plan over pools, not sizes
         return _plan_filtering(a, result)
+    if result.law.domains and not result.law.sizes:  # one-size mixing fit: the mixture only
+        from datalaws.fit.mixture import mixture_line, plan_mixture_only
+        from datalaws.records import parse_mixture
+
+        mp = plan_mixture_only(result, mixture=parse_mixture(a.mixture) if a.mixture else None,
+                               evals=parse_mixture(a.evals) if a.evals else None,
+                               objective=a.objective)
+        print(mixture_line(mp["mixture"]) + f"\n({mp['note']})")
+        atomic_write_text(out, dumps_json(mp, indent=1, default=str))
+        print(f"wrote {out}")
+        return 0
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
     budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)

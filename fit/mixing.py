@@ -44,15 +44,21 @@ import pandas as pd
 from numpyro.distributions import constraints
 
 from datalaws.fit.laws import Axis, Law, Param
+from datalaws.fit.mixing_checks import (  # noqa: F401  (re-exported: the mixing API)
+    MIX_TOL,
+    check_eval_weights,
+    check_mixtures,
+    check_unknown_mix,
+)
 from datalaws.fit.table import TableError
 
 __all__ = ["mixing_law", "mixing_domains_law", "mixing_implicit_law", "exp_curve", "PooledEffects",
            "balance_point",
-           "split_by_domain", "join_domains", "identifiable", "check_rows", "check_mixtures",
+           "split_by_domain", "join_domains", "identifiable", "latent_count", "check_rows",
+           "check_mixtures",
            "check_eval_weights", "check_unknown_mix", "SIZE_ROLES", "MIX_TOL"]
 
 SIZE_ROLES = ("N", "D")
-MIX_TOL = 0.01  # |sum of proportions - 1| allowed (published weights are rounded)
 KAPPA_MAX = 50.0  # largest curvature: t_ij up to 50x the linear effect beta_ij
 
 
@@ -233,55 +239,92 @@ def mixing_law(domains: Sequence[str], sizes: Sequence[str] = SIZE_ROLES) -> Law
                reference="Ye et al. 2024 (data mixing laws, eq. 1)", **_common(domains, sizes))
 
 
+def _latent_kappas(p, name1: str, series: int, latent: int):
+    """Curvatures [series, K, *pb]: ``kappa1`` per series, then positive ``gaps``, so each
+    series' latent terms stay ordered (label switching removed)."""
+    k1 = _front(p[name1]).reshape((series,) + jnp.shape(_front(p[name1]))[1:])
+    if latent == 1:
+        return k1[:, None]
+    gaps = _front(p["gaps"], (series, latent - 1))
+    return jnp.concatenate([k1[:, None], k1[:, None] + jnp.cumsum(gaps, axis=1)], axis=1)
+
+
 def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
-                       sizes: Sequence[str] = SIZE_ROLES) -> Law:
+                       sizes: Sequence[str] = SIZE_ROLES, latent: int = 1) -> Law:
     """The per-domain law: one ``c_i + k_i exp(t_i . r)`` per evaluation domain i, pooled.
 
     Parameters are vectors over evaluation domains (sorted): ``e_mid`` [E], ``kappa`` [E],
     ``z`` [E*J] (row i holds domain i's effects), ``tau`` [J] with 3+ evaluation domains.
     A row's ``eval.<i>`` weights say what its loss measures: one-hot for a per-domain loss
     (``loss.<i>`` columns are expanded to such rows), a known composition s for an overall
-    loss ``L = sum_i s_i L_i``.
+    loss ``L = sum_i s_i L_i``. With ``latent`` K > 1 each domain's law is Ye's implicit form
+    (eq. 4: a validation domain is itself a mixture of latent domains), ``c_i + sum_k
+    q_ik exp(t_ik . r)``, curvatures ``kappa1`` [E] and ordered ``gaps`` [E*(K-1)], effects
+    ``z`` [E*K*J] (row i*K + k).
+
+    The loss is accumulated one evaluation domain at a time: draws x rows x domains at once
+    is what made a 20 x 20 prediction take 13 GB.
     """
     domains, sizes = _check(domains, sizes, "mixing_domains")
     evals = sorted(evals)
     if not evals:
         raise ValueError("mixing_domains needs >= 1 eval.<domain> (or loss.<domain>) column")
-    E = len(evals)
+    if latent < 1:
+        raise ValueError(f"mixing_domains needs >= 1 latent term per domain; got {latent}")
+    E, J, K = len(evals), len(domains), latent
     pooled = E >= 3  # per-domain scales need several evaluation domains to learn from
+    kname = "kappa" if K == 1 else "kappa1"
 
     def fn(x, p):
-        g = _effects(x, p, domains, E)
-        nd = g.ndim - 1
-        loss = _lift(_front(p["e_mid"]), nd) + exp_curve(g, _lift(_front(p["kappa"]), nd))
-        w = _lift(_stack(x, [f"e.{i}" for i in evals]), nd)
-        return _positive(jnp.sum(w * loss, axis=0) + _size_terms(x, p, sizes))
+        R = _stack(x, [f"r.{d}" for d in domains]) - 1.0 / J  # [J, *xb]
+        Z, e_mid = _front(p["z"]), _front(p["e_mid"])
+        kap = _latent_kappas(p, kname, E, K)
+        total = 0.0
+        for i, ev in enumerate(evals):
+            loss = e_mid[i]
+            for k in range(K):
+                s = (i * K + k) * J
+                loss = loss + exp_curve(jnp.einsum("j...,j...->...", Z[s:s + J], R),
+                                        kap[i, k])
+            total = total + jnp.asarray(x[f"e.{ev}"]) * loss
+        return _positive(total + _size_terms(x, p, sizes))
 
     def derived(p, s):
         out = _size_derived(p, s, sizes)
-        J = len(domains)
         Z = _front(p["z"])
         if pooled:
-            out |= {f"tau_{j}": jnp.exp(Z[E * J + k]) for k, j in enumerate(domains)}
-        Z = Z[: E * J].reshape((E, J) + Z.shape[1:])
-        e_mid, kappa = _front(p["e_mid"]), _front(p["kappa"])
+            out |= {f"tau_{j}": jnp.exp(Z[E * K * J + k]) for k, j in enumerate(domains)}
+        Z = Z[: E * K * J].reshape((E, K, J) + Z.shape[1:])
+        e_mid, kap = _front(p["e_mid"]), _latent_kappas(p, kname, E, K)
         for k, i in enumerate(evals):
-            out[f"c_{i}"] = e_mid[k] - 1.0 / kappa[k]
-            out[f"k_{i}"] = jnp.exp(-kappa[k] * Z[k].mean(axis=0)) / kappa[k]
+            out[f"c_{i}"] = e_mid[k] - jnp.sum(1.0 / kap[k], axis=0)
+            if K == 1:
+                out[f"k_{i}"] = jnp.exp(-kap[k, 0] * Z[k, 0].mean(axis=0)) / kap[k, 0]
         return out
 
     params = [Param("e_mid", _vec(_ln(3.0, 1.0), E), "loss on each evaluation domain at the "
-                    f"uniform mixture ({', '.join(evals)})"),
-              Param("kappa", _vec(_kappa_prior(), E), "curvature of each domain's law"),
-              _z_param(domains, evals, pooled)]
+                    f"uniform mixture ({', '.join(evals)})")]
+    if K == 1:
+        params.append(Param("kappa", _vec(_kappa_prior(), E), "curvature of each domain's law"))
+    else:
+        params += [Param("kappa1", _vec(_kappa_prior(), E), "curvature of each domain's "
+                         "first latent term"),
+                   Param("gaps", _vec(_kappa_prior(), E * (K - 1)), "kappa_{k+1} - kappa_k "
+                         "(> 0) per domain: the latent terms stay ordered")]
+    series = [f"{i}/{k + 1}" if K > 1 else i for i in evals for k in range(K)]
+    params.append(_z_param(domains, series, pooled))
+    latent_txt = "" if K == 1 else f", {K} latent terms each (eq. 4)"
     return Law(
-        name="mixing_domains", inputs=_inputs(domains, sizes)
-        | {f"e.{i}": f"eval.{i}" for i in evals},
-        formula="L = sum_i s_i (c_i + k_i*exp(sum_j t_ij r_j))" + _size_formula(sizes),
+        name="mixing_domains" + ("" if K == 1 else str(K)),
+        inputs=_inputs(domains, sizes) | {f"e.{i}": f"eval.{i}" for i in evals},
+        formula=("L = sum_i s_i (c_i + k_i*exp(sum_j t_ij r_j))" if K == 1 else
+                 f"L = sum_i s_i (c_i + sum_k<={K} q_ik*exp(sum_j t_ikj r_j))")
+        + _size_formula(sizes),
         params=(*params, *_size_params(sizes)), fn=fn, derived=derived,
         reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain, eq. 3 explicit "
-                  "composition)", **(_common(domains, sizes) | {"unscaled": tuple(
-                      f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
+                  "composition" + latent_txt + ")",
+        **(_common(domains, sizes) | {"unscaled": tuple(
+            f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
 
 
 def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
@@ -332,9 +375,9 @@ def balance_point(law: Law, point: Mapping) -> dict:
     Centre the effects and set each ``tau_j`` to the rms of its effects, as the shrinkage
     prior would, so NUTS starts where the prior has mass; the fitted losses are unchanged."""
     point = dict(point)
-    if not law.name.startswith("mixing") or "z" not in point:
+    if law.family != "mixing" or "z" not in point:
         return point
-    J = sum(r.startswith("r.") for r in law.inputs)
+    J = len(law.domains)
     pooled = isinstance(next(p.prior for p in law.params if p.name == "z"), PooledEffects)
     z = np.asarray(point["z"], float)
     beta = (z[:-J] if pooled else z).reshape(-1, J)
@@ -349,43 +392,56 @@ def split_by_domain(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray):
     """For the per-domain law without size terms on one-hot rows, one single-series problem
     per evaluation domain ``[(law, x, y), ...]`` (least squares separates across domains:
     only the shrinkage prior, which it ignores, joins them); else None."""
-    evals = [r[2:] for r in law.inputs if r.startswith("e.")]
-    if law.name != "mixing_domains" or any(r in law.inputs for r in SIZE_ROLES):
+    evals = list(law.evals)
+    if not law.name.startswith("mixing_domains") or any(r in law.inputs for r in SIZE_ROLES):
         return None
     W = np.stack([np.asarray(x[f"e.{i}"]) for i in evals], axis=1)
     if not np.all((W == 0) | (W == 1)) or not np.all(W.sum(axis=1) == 1):
         return None
-    domains = [r[2:] for r in law.inputs if r.startswith("r.")]
-    sub = mixing_law(domains, sizes=())
+    domains = list(law.domains)
+    K = latent_count(law)
+    sub = mixing_law(domains, sizes=()) if K == 1 else mixing_implicit_law(domains, K, ())
     return [(sub, {f"r.{d}": np.asarray(x[f"r.{d}"])[W[:, k] == 1] for d in domains},
              np.asarray(y)[W[:, k] == 1]) for k in range(len(evals))]
 
 
 def join_domains(law: Law, points: Sequence[Mapping]) -> dict:
     """The per-domain law's parameters from one single-series fit per evaluation domain."""
-    out = {"e_mid": [p["e_mid"] for p in points], "kappa": [p["kappa"] for p in points],
+    out = {"e_mid": [p["e_mid"] for p in points],
            "z": [float(v) for p in points for v in p["z"]]}
+    if latent_count(law) == 1:
+        out["kappa"] = [p["kappa"] for p in points]
+    else:
+        out["kappa1"] = [p["kappa1"] for p in points]
+        out["gaps"] = [float(v) for p in points for v in p["gaps"]]
     if isinstance(next(p.prior for p in law.params if p.name == "z"), PooledEffects):
-        out["z"] += [0.0] * sum(r.startswith("r.") for r in law.inputs)  # log tau: balanced
+        out["z"] += [0.0] * len(law.domains)  # log tau: balanced
     return balance_point(law, out)
 
 
 # ---------------------------------------------------------------- what the data identify
 
+def latent_count(law: Law) -> int:
+    """K, the latent terms per loss series: ``mixing_implicitK`` (plain: 2),
+    ``mixing_domainsK`` (plain: 1), 1 for the one-loss law."""
+    for stem, default in (("mixing_implicit", 2), ("mixing_domains", 1)):
+        if law.name.startswith(stem):
+            return int(law.name[len(stem):] or default)
+    return 1
+
+
 def identifiable(law: Law) -> int:
     """Parameters one loss series identifies: c, k and J - 1 effects per series (a common
     shift of the effects is not identified), plus size terms."""
-    J = sum(r.startswith("r.") for r in law.inputs)
-    latent = int(law.name[len("mixing_implicit"):] or 2) if law.name.startswith(
-        "mixing_implicit") else 1
-    per = (J + 1) * latent
+    J = len(law.domains)
+    per = (J + 1) * latent_count(law)
     sizes = sum(r in law.inputs for r in SIZE_ROLES)
     return per + 2 * sizes
 
 
 def check_rows(law: Law, df: pd.DataFrame) -> None:
     """Refuse a table with fewer distinct mixtures (or rows) than the law can identify."""
-    mix_cols = [f"mix.{r[2:]}" for r in law.inputs if r.startswith("r.")]
+    mix_cols = [f"mix.{d}" for d in law.domains]
     need = identifiable(law) + 1
     mixtures = len(df.drop_duplicates(subset=[c for c in mix_cols if c in df.columns]))
     sizes = [r for r in SIZE_ROLES if r in law.inputs]
@@ -393,70 +449,8 @@ def check_rows(law: Law, df: pd.DataFrame) -> None:
     have = mixtures if not sizes else len(df.drop_duplicates(
         subset=[c for c in mix_cols + [law.inputs[r] for r in sizes] if c in df.columns]))
     if have < need:
-        what = "per evaluation domain " if any(r.startswith("e.") for r in law.inputs) else ""
+        what = "per evaluation domain " if law.evals else ""
         raise TableError(f"law {law.name!r} identifies {need - 1} parameters {what}"
                          f"(c, k, {len(mix_cols) - 1} mixture effects"
                          + (f", size terms for {'/'.join(sizes)}" if sizes else "")
                          + f"); fit it on at least {need} {unit} (got {have})")
-
-
-def _check_sums_to_one(df: pd.DataFrame, w: np.ndarray, tol: float, what: str, why: str
-                       ) -> None:
-    off = np.abs(w.sum(axis=1) - 1.0) > tol
-    if off.any():
-        raise TableError(f"{what} of rows {_rows(df, off)} sum to {_sums(w, off)}, not 1 ({why})")
-
-
-def check_mixtures(df: pd.DataFrame, domains: Sequence[str], *, tol: float = MIX_TOL,
-                   where: str = "the table") -> pd.DataFrame:
-    """Proportions in [0, 1] summing to 1 within ``tol``; returned renormalised to sum 1."""
-    cols = [f"mix.{d}" for d in domains]
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise TableError(f"{where} lacks mixture column(s) {missing}; the fit was made on "
-                         f"mix.<domain> columns {cols}")
-    try:
-        r = df[cols].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TableError(f"{where}: mix.<domain> columns must be numbers") from None
-    bad = ~np.isfinite(r).all(axis=1) | (r < 0).any(axis=1) | (r > 1).any(axis=1)
-    if bad.any():
-        raise TableError(f"{where}: rows {_rows(df, bad)} have a mix.<domain> proportion "
-                         "outside [0, 1]")
-    _check_sums_to_one(df, r, tol, f"{where}: mix.<domain> proportions", f"tolerance {tol}")
-    return df.assign(**dict(zip(cols, (r / r.sum(axis=1, keepdims=True)).T)))
-
-
-def check_eval_weights(df: pd.DataFrame, evals: Sequence[str], *, tol: float = MIX_TOL,
-                       where: str = "the points") -> None:
-    """``eval.<domain>`` weights: known domains, non-negative, summing to 1 on every row."""
-    given = [c for c in df.columns if c.startswith("eval.")]
-    unknown = sorted(c for c in given if c[5:] not in evals)
-    if unknown:
-        raise TableError(f"{where}: column(s) {unknown} name no evaluation domain of the fit; "
-                         f"it has {sorted(evals)}")
-    if not given:
-        return
-    w = df[given].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(w).all(axis=1) | (w < 0).any(axis=1)
-    if bad.any():
-        raise TableError(f"{where}: rows {_rows(df, bad)} have a negative or missing "
-                         "eval.<domain> weight")
-    _check_sums_to_one(df, w, tol, f"{where}: eval.<domain> weights",
-                       "they are the composition of the loss")
-
-
-def check_unknown_mix(df: pd.DataFrame, domains: Sequence[str], where: str) -> None:
-    unknown = sorted(c for c in df.columns if c.startswith("mix.") and c[4:] not in domains)
-    if unknown:
-        raise TableError(f"{where}: column(s) {unknown} name no training domain of the fit; "
-                         f"it has {sorted(domains)}")
-
-
-def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
-    idx = list(df.index[mask])
-    return ", ".join(map(str, idx[:10])) + (f" (+{len(idx) - 10} more)" if len(idx) > 10 else "")
-
-
-def _sums(a: np.ndarray, mask: np.ndarray) -> str:
-    return ", ".join(f"{s:.4g}" for s in a[mask].sum(axis=1)[:5])

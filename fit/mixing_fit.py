@@ -1,17 +1,16 @@
 """Fitting the mixing laws: checked tables, size terms only where the table varies size,
-K for the implicit form by cross-validation, and the least-squares baseline as a fit.
+and the number of latent terms by cross-validation over mixtures: K latent domains for the
+implicit form, K latent terms per evaluation domain for the per-domain law.
 
 ``prepare_table`` is what ``datalaws.fit.api.fit`` calls for every mixing law before the law
-is built; ``point_result`` turns the Huber least-squares point fit (the paper's method) into
-a ``FitResult`` that ``predict``, ``plan`` and ``best_mixture`` read like a posterior: every
-draw is the point fit, and the noise is the robust spread of its log residuals.
+is built. (The least-squares baseline as a fit, ``--method point``, is
+``datalaws.fit.pointfit``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import arviz as az
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -21,9 +20,8 @@ from datalaws.fit.laws import Law, get_law
 from datalaws.fit.mixing import check_eval_weights, check_mixtures
 from datalaws.fit.table import TableError, law_data, split_holdout
 
-__all__ = ["prepare_table", "varying_sizes", "choose_latent", "point_result", "POINT_DRAWS"]
+__all__ = ["prepare_table", "varying_sizes", "choose_latent", "choose_domain_latent"]
 
-POINT_DRAWS = 1000  # copies of the point fit in a point result's "posterior"
 _SIZE_COLUMNS = {"N": "params", "D": "tokens"}
 
 
@@ -57,11 +55,50 @@ def prepare_table(df: pd.DataFrame, law_name: str, domains: Sequence[str], *,
     if law_name == "mixing_implicit":
         k, _ = choose_latent(train, domains, sizes=sizes, columns=columns)
         law_name = f"mixing_implicit{k}"
+    elif law_name == "mixing_domains" and not sizes:
+        k, _ = choose_domain_latent(train, domains)
+        law_name = "mixing_domains" + ("" if k == 1 else str(k))
     return df, law_name, sizes
 
 
+def choose_domain_latent(df: pd.DataFrame, domains: Sequence[str], *,
+                         candidates: Sequence[int] = (1, 2, 3), folds: int = 3, seed: int = 0
+                         ) -> tuple[int, dict[int, float]]:
+    """K latent terms per evaluation domain for the one-size per-domain law: the smallest K
+    whose cross-validated error over every ``loss.<domain>`` (mixtures held out) is within 2%
+    of the best. Each fold is one joint least-squares fit over all domains (one compilation,
+    not one per domain). A table of ``eval.<domain>`` compositions (no per-domain losses)
+    keeps K = 1, the paper's law. Returns (K, errors)."""
+    losses = sorted(c for c in df.columns if c.startswith("loss."))
+    if not losses or any(c.startswith("eval.") for c in df.columns):
+        return 1, {}
+    evals = [c[5:] for c in losses]
+    mix = [f"mix.{d}" for d in domains]
+    rows = pd.concat([df[mix].assign(loss=df[c], **{f"eval.{e}": float(e == c[5:])
+                                                     for e in evals}) for c in losses],
+                     ignore_index=True).dropna(subset=["loss"])
+    errors: dict[int, float] = {}
+    for k in candidates:
+        if len(df) < 2 * (len(domains) + 1) * k:
+            break  # too few mixtures for this many latent terms
+        law = get_law("mixing_domains" + (str(k) if k > 1 else ""), domains=domains,
+                      evals=evals, sizes=())
+        data = law_data(rows, law.inputs, nonneg=law.unscaled)
+        x = {r: np.asarray(v, float) for r, v in data.inputs.items()}
+        groups = np.unique(np.round(rows[mix].to_numpy(float), 9), axis=0,
+                           return_inverse=True)[1].ravel()
+        # a held-out error needs no optimum to the last digit: 500 polishing steps
+        errors[k] = _cv_error(law, x, data.y, groups, folds, seed, starts=2, split=False,
+                              polish_steps=500)
+    if not errors:
+        return 1, errors
+    best = min(errors.values())
+    return min(k for k, e in errors.items() if e <= 1.02 * best), errors
+
+
 def _cv_error(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarray,
-              folds: int, seed: int) -> float:
+              folds: int, seed: int, starts: int = 4, split: bool = True,
+              polish_steps: int = 20000) -> float:
     """Mean |error| of held-out mixtures over ``folds`` folds of the Huber point fit."""
     rng = np.random.default_rng(seed)
     uniq = np.unique(groups)
@@ -70,7 +107,8 @@ def _cv_error(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, groups: np.n
     errs = []
     for f in range(folds):
         test = fold == f
-        p = point_fit(law, {r: v[~test] for r, v in x.items()}, y[~test], starts=4)
+        p = point_fit(law, {r: v[~test] for r, v in x.items()}, y[~test], starts=starts,
+                      split=split, polish_steps=polish_steps)
         mu = np.asarray(law.fn({r: jnp.asarray(v[test]) for r, v in x.items()}, p))
         errs.append(np.abs(mu - y[test]))
     return float(np.mean(np.concatenate(errs)))
@@ -98,40 +136,3 @@ def choose_latent(df: pd.DataFrame, domains: Sequence[str], *, sizes: Sequence[s
                          f"{len(domains)} domains")
     best = min(errors.values())
     return min(k for k, e in errors.items() if e <= 1.02 * best), errors
-
-
-def point_result(law: Law, df: pd.DataFrame, train_df: pd.DataFrame, held_df: pd.DataFrame,
-                 holdout: str | None, data, scales: Mapping[str, float], x, point: dict,
-                 config, columns: Mapping[str, str] | None):
-    """A ``FitResult`` holding the Huber least-squares point fit (``--method point``)."""
-    from datalaws.fit import api
-    from datalaws.fit.diagnostics import Diagnostics
-
-    mu = np.asarray(law.fn({r: jnp.asarray(v) for r, v in x.items()}, point))
-    resid = np.log(data.y) - np.log(mu)
-    sigma = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 1e-6)
-    post = {n: np.broadcast_to(np.asarray(v, float), (1, POINT_DRAWS) + np.shape(v)).copy()
-            for n, v in point.items()}
-    post["sigma"] = np.full((1, POINT_DRAWS), sigma)
-    idata = az.from_dict(posterior=post)
-    diag = Diagnostics({})  # nothing sampled: nothing to diagnose
-    cfg = type(config)(**{**config.__dict__, "likelihood": "normal"})
-    summary = api._summary(law, df, train_df, held_df, holdout, data, dict(scales), cfg, diag,
-                           {}, {})
-    summary |= {"method": "point", "timings": {}, "accuracy": None,
-                "point_method": "Huber(1e-3) on log loss, L-BFGS from random starts; "
-                                "intervals from the residual spread only (no parameter "
-                                "uncertainty)"}
-    result = api.FitResult(law=law, idata=idata, summary=summary, point=point)
-    flat = {}
-    for n, v in point.items():  # one row per element, named as ArviZ names them
-        vals = np.ravel(v)
-        flat |= ({n: float(vals[0])} if np.ndim(v) == 0 else
-                 {f"{n}[{k}]": float(e) for k, e in enumerate(vals)})
-    summary["params"] = {n: {"mean": v, "q05": v, "q50": v, "q95": v} for n, v in flat.items()}
-    summary["params"]["sigma"] = {"mean": sigma, "q05": sigma, "q50": sigma, "q95": sigma}
-    summary["derived"] = api._derived_table(result)
-    summary["discrepancy"] = api._discrepancy(law, data, x, cfg, point, {}, "none")
-    if len(held_df):
-        summary["holdout"] = api._holdout_metrics(result, held_df, columns)
-    return result

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from datalaws.fit.api import FitResult
 from datalaws.fit.laws import Law
+from datalaws.fit.result import Fit
 
 __all__ = ["optimise_mixture", "best_mixture", "eval_weights"]
 
@@ -74,7 +74,7 @@ def optimise_mixture(loss_draws: Callable[[jnp.ndarray], jnp.ndarray], n_domains
 def eval_weights(law: Law, evals: Mapping[str, float] | None) -> dict[str, float]:
     """Weights of the per-domain law's evaluation domains (0 where ``evals`` is silent);
     empty for laws of one overall loss. A clear error if they are missing or unknown."""
-    domains = [r[2:] for r in law.inputs if r.startswith("e.")]
+    domains = list(law.evals)
     if domains and not evals:
         raise ValueError(f"law {law.name!r} predicts a loss per evaluation domain: give evals "
                          f"(--evals domain=weight,...), the composition of the loss to "
@@ -90,7 +90,7 @@ def eval_weights(law: Law, evals: Mapping[str, float] | None) -> dict[str, float
     return out
 
 
-def best_mixture(result: FitResult, *, params: float | None = None,
+def best_mixture(result: Fit, *, params: float | None = None,
                  tokens: float | None = None, quantile: float | None = None,
                  default: Mapping[str, float] | None = None,
                  evals: Mapping[str, float] | None = None, seed: int = 0) -> dict:
@@ -103,7 +103,7 @@ def best_mixture(result: FitResult, *, params: float | None = None,
     ``p_beats_default``.
     """
     law = result.law
-    domains = [r[2:] for r in law.inputs if r.startswith("r.")]
+    domains = list(law.domains)
     if not domains:
         raise ValueError(f"law {law.name!r} has no mixture inputs; fit the mixing law")
     weights = eval_weights(law, evals)
@@ -116,10 +116,10 @@ def best_mixture(result: FitResult, *, params: float | None = None,
         if value is None or not value > 0:
             raise ValueError(f"law {law.name!r} has a {role} term: give {flag} > 0")
         base[role] = jnp.asarray(value / result.scales[role])
-    base |= {f"e.{e}": jnp.asarray(w) for e, w in weights.items()}
+    base |= {law.role("evals", e): jnp.asarray(w) for e, w in weights.items()}
 
     def loss_draws(r):
-        x = base | {f"r.{d}": r[i] for i, d in enumerate(domains)}
+        x = base | {law.role("domains", d): r[i] for i, d in enumerate(domains)}
         return law.fn(x, samples)
 
     d = None if default is None else [default.get(k, 0.0) for k in domains]
@@ -130,3 +130,24 @@ def best_mixture(result: FitResult, *, params: float | None = None,
     if "runner_up" in out:
         out["runner_up"] = dict(zip(domains, map(float, out["runner_up"])))
     return out
+
+
+def mixture_line(best: Mapping) -> str:
+    """One printed line: the pick, P(beats the given mixture), P(beats the runner-up)."""
+    return ("best mixture: " + ", ".join(f"{k}={v:.3f}" for k, v in best["mixture"].items())
+            + (f"; P(beats --mixture) = {best['p_beats_default']:.2f}"
+               if "p_beats_default" in best else "")
+            + (f"; P(beats the runner-up) = {best['p_beats_runner_up']:.2f}"
+               if "p_beats_runner_up" in best else ""))
+
+
+def plan_mixture_only(result: Fit, *, mixture: Mapping[str, float] | None,
+                      evals: Mapping[str, float] | None, objective: str = "mean") -> dict:
+    """``plan --mixture`` for a mixing law fitted at one size: there is no size or token
+    budget to plan (the law has no N or D term), only the mixture; the plan is the best
+    mixture with P(beats --mixture) and P(beats the runner-up)."""
+    q = None if objective == "mean" else int(objective[1:]) / 100
+    best = best_mixture(result, quantile=q, default=mixture, evals=evals)
+    return {"law": result.law.name, "objective": objective, "note": "fitted at one size: "
+            "the mixture is planned, not the size (the law has no N or D term)",
+            "mixture": best}
