@@ -88,12 +88,17 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
         print(f"learning the discrepancy scale k: {len(specs)} rolling-origin backtest folds "
               f"along {sorted({s[0] for s in specs})} ...", flush=True)
     folds = _run_folds(law, data, x, config, point, noise, specs) if specs else []
-    groups = list(dict.fromkeys(disc.axis_groups(law.axes)))
-    grid, weights = disc.k_posterior(folds, len(groups), scale=prior_scale)
-    ks = disc.k_draws(grid, weights, K_DRAWS, seed=config.seed)  # [draws, groups]
+    groups = [g.name for g in disc.axis_groups(law.axes)]
+    post = disc.k_posterior(folds, len(groups), scale=prior_scale, n=K_DRAWS,
+                            seed=config.seed, names=groups)
+    ks = post.draws  # [draws, groups]
     if folds:
         source = (f"backtest: {len(folds)} folds along "
                   f"{', '.join(sorted({f.direction for f in folds}))}")
+        unseen = [g for g in groups if g not in {f.direction for f in folds}]
+        if unseen:  # too few distinct values to cut along: neighbours' rows and the prior
+            source += (f"; no fold along {', '.join(unseen)} (its k: the default prior "
+                       f"HalfNormal({prior_scale:g}) and rows of nearby directions)")
     else:
         source = (f"default prior HalfNormal({prior_scale:g}) only: no backtest possible "
                   f"({len(data.y)} runs; each fold needs {min_fit} runs below its cut and 3 "
@@ -104,8 +109,10 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
         warnings.warn(f"backtest fold fits {bad} did not converge (R-hat > {FOLD_MAX_RHAT}); "
                       "k may be off", stacklevel=3)
     q05, q50, q95 = np.quantile(ks, [0.05, 0.5, 0.95], axis=0)
-    per_axis = {g: {"q05": float(a), "q50": float(b), "q95": float(c), "mean": float(m)}
-                for g, a, b, c, m in zip(groups, q05, q50, q95, ks.mean(axis=0))}
+    per_axis = {g: {"q05": float(a), "q50": float(b), "q95": float(c), "mean": float(m),
+                    "p_zero": float(z) if folds else None}
+                for g, a, b, c, m, z in zip(groups, q05, q50, q95, ks.mean(axis=0),
+                                            post.p_zero)}
     if config.progress:
         print("k: " + ", ".join(f"{g} {v['q50']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]"
                                 for g, v in per_axis.items()) + f" ({source})", flush=True)
@@ -113,7 +120,10 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
     section = {
         "k": float(np.median(kmax)), "k_q05": float(np.quantile(kmax, 0.05)),
         "k_q95": float(np.quantile(kmax, 0.95)), "k_axes": per_axis, "k_groups": groups,
-        "k_source": source, "k_prior": f"HalfNormal({prior_scale:g}) per axis group",
+        "k_source": source,
+        "k_prior": (f"per direction: 0 with probability {disc.P_ZERO:g}, else "
+                    f"HalfNormal({prior_scale:g})" if folds else f"HalfNormal({prior_scale:g})"),
+        "sharpness": disc.SHARPNESS,
         "k_draws": np.round(ks[:1000], 6).tolist(),
         "folds": [{"direction": f.direction, "cut": f.cut} | f.diagnostics for f in folds],
         "folds_ok": not bad,
