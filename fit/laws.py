@@ -42,11 +42,14 @@ __all__ = [
 
 Array = jnp.ndarray
 
-DISCREPANCY_FORM = ("log L_true = log L_law + sqrt(sum_a (k_a*d_a)^2)*z, z ~ N(0, 1): d_a = the "
-                    "offset along axis a from the convex hull of the fitted runs in the law's "
-                    "axes (log scale; mixture proportions linear, one k for them); each k_a "
-                    "has a posterior from rolling-origin backtests (largest N, D, C, M held "
-                    "back in turn; the prior alone where none is possible)")
+DISCREPANCY_FORM = ("log L_true = log L_law + sqrt(sum_j (k_j*d_j)^2)*z, z ~ N(0, 1): a point's "
+                    "offset r from the convex hull of the fitted runs in the law's axes (log "
+                    "scale; mixture proportions linear, one k for them) counts d_j = "
+                    "r*sqrt(w_j) along each direction j it extrapolates (its log axes, compute "
+                    "C, tokens per parameter M), w_j ~ cos^2 angle_j, sum 1; each k_j is 0 "
+                    "with prior probability 1/2, else HalfNormal(0.05), with a posterior from "
+                    "rolling-origin backtests (largest N, D, C, M held back in turn; the "
+                    "HalfNormal alone where none is possible)")
 
 
 @dataclasses.dataclass(frozen=True)
