@@ -102,7 +102,8 @@ def _print_summary(s: dict) -> None:
     print(f"discrepancy: {d['mode']}, k = {d['k']:.4g} (distance along {axes}; "
           f"k from {d.get('k_source', d['mode'])})")
     for g, v in (d.get("k_axes") or {}).items():
-        print(f"  k[{g}] = {v['q50']:.4g} [{v['q05']:.4g}, {v['q95']:.4g}]")
+        p0 = f"  P(k = 0) = {v['p_zero']:.2f}" if v.get("p_zero") is not None else ""
+        print(f"  k[{g}] = {v['q50']:.4g} [{v['q05']:.4g}, {v['q95']:.4g}]{p0}")
     bad = [i for i, f in enumerate(d.get("folds") or []) if not f.get("ok", True)]
     if bad:
         print(f"  backtest folds {bad} did not converge: k may be off")
