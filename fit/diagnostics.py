@@ -25,6 +25,10 @@ class Diagnostics:
         return [f"{name}: {c['value']:.4g} (needs {c['rule']}; worst: {c.get('where', '-')})"
                 for name, c in self.checks.items() if not c["pass"]]
 
+    def to_dict(self) -> dict:
+        """{ok, checks, failures}: what a summary stores."""
+        return {"ok": self.ok, "checks": self.checks, "failures": self.failures()}
+
 
 def diagnose(idata: az.InferenceData, var_names: Sequence[str], *, max_rhat: float = 1.01,
              min_ess: float = 400, min_bfmi: float = 0.3) -> Diagnostics:

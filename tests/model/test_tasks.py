@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from datalaws.model.tasks import builtin_tasks, chance, evaluate_tasks, load_task
+from datalaws.model.tasks import LEVELS, builtin_tasks, chance, evaluate_tasks, load_task
 from datalaws.model.train import make_mesh
 from datalaws.model.transformer import ModelConfig, Transformer
 
@@ -47,13 +47,70 @@ def test_scoring_follows_the_model_and_normalises_by_bytes():
     assert out["t"] == 1.0 and out["t_norm"] == 1.0
 
 
-def test_builtin_tasks_have_four_choices_and_the_answer():
-    corpus = {"code": ["\n".join(f"line number {i} of doc {d} xxxxxxxx" for i in range(10))
-                       for d in range(6)]}
-    tasks = builtin_tasks(corpus, n=20)
-    items = tasks["nextline_code"]
-    assert len(items) == 20 and chance(items) == 0.25
-    for it in items:
-        true = it["choices"][it["label"]]
-        doc = int(true.split("doc ")[1].split()[0])
-        assert f"of doc {doc}" in it["context"]
+def _markov_corpus(seed=0):
+    """Two domains of documents from sparse Markov chains over one alphabet (the next letter
+    follows from the last one; the unigram frequencies alone say nothing about it)."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("abcdefghijklmnop"))
+    corpus, nexts = {}, {}
+    for domain in ("left", "right"):
+        succ = {a: rng.choice(len(alphabet), 2, replace=False) for a in range(len(alphabet))}
+        docs = []
+        for _ in range(8):
+            x = [int(rng.integers(len(alphabet)))]
+            for _ in range(199):
+                x.append(int(rng.choice(succ[x[-1]])))
+            docs.append("".join(alphabet[x]))
+        corpus[domain], nexts[domain] = docs, succ
+    return corpus, nexts
+
+
+def _chars(s):
+    return [ord(ch) for ch in s]
+
+
+def _text(ids):
+    return "".join(map(chr, ids))
+
+
+def test_builtin_tasks_are_graded_continuations_of_equal_length():
+    corpus, _ = _markov_corpus()
+    tasks = builtin_tasks(corpus, _chars, _text, n=40)
+    assert list(tasks) == [name for name, _, _ in LEVELS]
+    for name, span, source in LEVELS:
+        items = tasks[name]
+        assert len(items) == 40 and chance(items) == 0.25
+        for it in items:
+            true = it["choices"][it["label"]]
+            assert {len(c) for c in it["choices"]} == {span} and len(set(it["choices"])) == 4
+            home = [d for d, docs in corpus.items() if any(it["context"] + true in x for x in docs)]
+            assert home, "the answer continues its context in some document"
+            docs = [x for x in corpus[home[0]] if it["context"] + true in x]
+            others = [x for d in corpus if d != home[0] for x in corpus[d]]
+            where = {"same": docs, "doc": corpus[home[0]], "domain": others}[source]
+            assert all(any(c in x for x in where) for c in it["choices"] if c != true)
+    # one domain: no cross-domain task, the others are still made
+    assert "next1_xdomain" not in builtin_tasks({"left": corpus["left"]}, _chars, _text, n=5)
+
+
+def test_only_the_context_tells_the_answer():
+    """A scorer that ignores the context (unigram frequencies) sits at chance on the
+    same-domain levels; one that reads the last letter (the chain's bigram) is far above."""
+    corpus, nexts = _markov_corpus(1)
+    tasks = builtin_tasks(corpus, _chars, _text, n=400, seed=1)
+    text = "".join(x for docs in corpus.values() for x in docs)
+    logf = {ch: np.log(text.count(ch) / len(text)) for ch in set(text)}
+    for name in ("next4_xdoc", "next8_samedoc"):
+        unigram = bigram = 0
+        for it in tasks[name]:
+            u = [sum(logf[ch] for ch in c) for c in it["choices"]]
+            unigram += int(np.argmax(u) == it["label"])
+            prev = it["context"][-1]
+            domain = next(d for d, docs in corpus.items()
+                          if any(it["context"] + it["choices"][it["label"]] in x for x in docs))
+            ok = [ord(c[0]) - ord("a") in nexts[domain][ord(prev) - ord("a")]
+                  for c in it["choices"]]
+            bigram += int(ok[it["label"]] and sum(ok) == 1)
+        n = len(tasks[name])
+        assert abs(unigram / n - 0.25) < 0.07, (name, unigram / n)  # binomial 3.2 sd at n=400
+        assert bigram / n > 0.5, (name, bigram / n)

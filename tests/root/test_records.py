@@ -147,7 +147,7 @@ def test_runs_share_validation_set_and_composition(store_runs):
         assert r.schedule["name"] == "cosine" and r.chance  # built-in tasks, with chance
         assert set(r.accuracy) == set(r.chance) and all(v == 0.25 for v in r.chance.values())
     df = read_records(runs)
-    assert {"loss.code", "loss.docs", "loss.docstrings", "chance.nextline_code"} <= set(
+    assert {"loss.code", "loss.docs", "loss.docstrings", "chance.next1_xdomain"} <= set(
         df.columns) and df.valid_hash.nunique() == 1
 
 
