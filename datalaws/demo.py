@@ -8,7 +8,8 @@
    of the base domains, plus runs with a pool or a synthetic share in place of a domain.
    Every run is scored on every domain of the store's validation set, its ``loss`` on one
    declared evaluation composition (the base domains' token shares), logs a validation
-   curve, and records accuracy on the store's built-in next-line tasks with their chance;
+   curve, and records accuracy on the store's built-in continuation tasks (three graded
+   difficulties, chance 1/4; see model/tasks.py);
 3. collect the run records and the validation curves;
 4. fit the Chinchilla law with a loss -> accuracy link, the per-domain mixing law on
    ``loss.<domain>`` (best mixture for the declared composition), the quality-aware law

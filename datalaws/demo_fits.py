@@ -41,8 +41,13 @@ def quality_verdict(summary: dict) -> str:
 
 def _diag(r) -> str:
     d = r.diagnostics
-    return f"{r.law.name} diagnostics: " + ("pass" if d.ok else "FAIL: " + "; ".join(
+    out = f"{r.law.name} diagnostics: " + ("pass" if d.ok else "FAIL: " + "; ".join(
         d.failures()))
+    link = (r.accuracy or {}).get("diagnostics")
+    if link:  # the second-stage link's own sampler, apart from the law's
+        out += "; accuracy link diagnostics: " + ("pass" if link["ok"] else "FAIL: " +
+                                                  "; ".join(link["failures"]))
+    return out
 
 
 def _mixing(out: Path, base: pd.DataFrame, cfg, eval_mix: dict, at: tuple[float, float],
@@ -54,6 +59,7 @@ def _mixing(out: Path, base: pd.DataFrame, cfg, eval_mix: dict, at: tuple[float,
     mix = fit(base, "mixing_domains", config=cfg)
     mix.save(out / "fit_mixing")
     print(_diag(mix))
+    lines.append(_diag(mix))
     uniform = {d: 1 / 3 for d in eval_mix}
     best = best_mixture(mix, params=at[0], tokens=at[1], default=uniform, evals=eval_mix)
     # float32 softmax can land a hair outside [0, 1] at a corner of the simplex
@@ -121,6 +127,7 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
     chin = fit(base, "chinchilla", config=cfg, accuracy="sigmoid")
     chin.save(out / "fit_chinchilla")
     print(_diag(chin))
+    lines.append(_diag(chin))
     at = (float(base.params.max()) * 4, float(base.tokens.max()) * 4)
     mix, best = _mixing(out, base, cfg, eval_mix, at, lines)
     fits = [out / "fit_chinchilla", out / "fit_mixing"]
@@ -128,6 +135,7 @@ def fit_all(out: Path, df: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFram
     quality.save(out / "fit_quality")
     fits.append(out / "fit_quality")
     print(_diag(quality))
+    lines.append(_diag(quality))
     lines.append(f"quality law on {len(df)} runs (diversity {df.diversity.min():.3f}-"
                  f"{df.diversity.max():.3f}, syntheticity {df.syntheticity.min():.4f}-"
                  f"{df.syntheticity.max():.4f}): " + quality_verdict(quality.summary))

@@ -199,10 +199,15 @@ def _backtest_points(dsum: dict, out_dir: Path, name: str) -> str:
 
 
 def _diagnostics(r: Fit) -> str:
+    # a two-stage accuracy link's own sampler checks follow, labelled: they do not decide
+    # whether the loss law passes
+    link = ((r.accuracy or {}).get("diagnostics") or {}).get("checks", {})
+    checks = list(r.diagnostics.checks.items()) + [(f"accuracy link: {k}", c)
+                                                   for k, c in link.items()]
     rows = "".join(
         f"<tr class='{'pass' if c['pass'] else 'fail'}'><td>{k}</td><td>{c['value']:.4g}</td>"
         f"<td>{html.escape(c['rule'])}</td><td>{'pass' if c['pass'] else 'FAIL'}</td></tr>"
-        for k, c in r.diagnostics.checks.items())
+        for k, c in checks)
     return ("<div class='scroll'><table><tr><th>check</th><th>value</th><th>rule</th>"
             f"<th>verdict</th></tr>{rows}</table></div>")
 
