@@ -4,7 +4,8 @@ XLA's deviceless compiler (../shared/AOT.md) builds the partitioned program a to
 run; this module reports what matters before a sweep is queued on it: per-device memory
 against HBM, whether parameters, optimizer state and batch are split, FLOPs per device
 against 6·N·tokens (``flops_per_token``), collectives by kind and volume, and on TPU the
-cost model's step time and the MFU it implies.
+cost model's step time and the MFU it implies (compiled without collective-matmul loops,
+which that cost model cannot see through; ``COST_MODEL_FLAGS``).
 
 Topologies: any ``get_topology_desc`` TPU name (``v5e:2x2``, ``v5p:2x2x4``, ``v4:2x2x2``,
 ``v6e:4x4``) or ``h100xN`` (N GPUs of one host, target config ``targets/h100_sxm.txtpb``),
@@ -32,8 +33,21 @@ TARGETS = Path(__file__).parent / "targets"
 REPO = Path(__file__).resolve().parents[1]
 GiB = 1024**3
 # sequences per chip the presets are checked at when no --batch is given (a realistic
-# global batch of 0.1-0.5M tokens at T=2048 for the slices and hosts below)
+# global batch of 0.1-0.5M tokens at T=2048 for the slices and hosts below). v5p, 1.5B,
+# remat dots, measured: 16/chip fsdp=16 61 GiB and the best cost-model MFU of the
+# variants that fit (data=2,fsdp=8 a little lower; remat full 1.26x the FLOPs; no remat
+# needs 148 GiB at 8/chip)
 _PER_DEVICE = {"tpu v5e": 2, "tpu v4": 4, "tpu v6e": 4, "tpu v5p": 16, "h100": 4}
+
+
+# XLA's TPU cost model sees a while body once. The layer scan is scaled by FLOPs to all its
+# iterations (checked: a 4-layer 1.5B-width step unrolled gives the cost model's time within
+# 5% of the scaled scan); but the collective-matmul loops an FSDP weight gather becomes on
+# larger slices (v5p:2x2x4) hide 3/4 of their matmuls from it and distort that scaling
+# (1.5B on v5p: 37.5% MFU with them, 51-54% without). Preflight compiles with plain
+# all-gathers / reduce-scatters so the cost model sees whole matmuls; memory moves < 1%.
+COST_MODEL_FLAGS = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
+                    "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
 
 
 def _platform(topology: str) -> str:
@@ -125,7 +139,8 @@ def preflight(topology: str, preset: str, **options) -> dict:
            "remat": str(c.model.remat), "dtype": c.model.dtype,
            "attention": attention_impl(c.model.attention, c.model.dtype, mesh_platform(mesh)),
            "compile_s": time.perf_counter() - t0,
-           "hbm_bytes": _hbm(a.topology) or hbm_of(kind), "peak_flops": peak_of(kind)}
+           "hbm_bytes": _hbm(a.topology) or hbm_of(kind), "peak_flops": peak_of(kind),
+           "libtpu_flags": os.environ.get("LIBTPU_INIT_ARGS", "")}
     out |= _partitioning(state, batch)
     if compiled is None:  # out of HBM: the compiler's own figure, nothing else to measure
         temp = int(float(needed.group(1)) * GiB)
@@ -253,6 +268,8 @@ def _compile_elsewhere(topology: str, preset: str, **options) -> dict:
     # no chip is opened: libtpu's one-process lock is not needed for a deviceless compile
     env |= {"JAX_PLATFORMS": "cpu", "TPU_WORKER_HOSTNAMES": "localhost",
             "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": "", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
+    if platform == "tpu":  # a LIBTPU_INIT_ARGS of the caller's replaces these
+        env.setdefault("LIBTPU_INIT_ARGS", COST_MODEL_FLAGS)
     p = subprocess.run(args, capture_output=True, text=True, env=env)
     if p.returncode != 0:  # the exception's last line says what went wrong
         err = [ln.strip() for ln in p.stderr.splitlines() if "Error" in ln
@@ -310,6 +327,8 @@ def format_report(r: dict) -> str:
                      f"({r['batch'] * r['seq_len'] / s:,.0f} tokens/s)"
                      + ("; XLA's estimate for one pass of each loop, scaled by FLOPs to all "
                         "iterations" if r.get("cost_model_scaled") else ""))
+        if r.get("libtpu_flags"):
+            lines.append(f"  compiler flags    {r['libtpu_flags']}")
     elif r.get("cost_analysis", {}).get("optimal_seconds") is not None:
         lines.append(f"  cost model        no usable step time (XLA's estimate "
                      f"{r['cost_analysis']['optimal_seconds']:.3g} s is not positive)")

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from datalaws.model.preflight import REPO, fits, format_report, run_preflight
+from datalaws.model.preflight import (
+    COST_MODEL_FLAGS,
+    REPO,
+    fits,
+    format_report,
+    run_preflight,
+)
 
 T = 2048
 
@@ -64,6 +70,7 @@ def test_350m_on_v5e_2x2_with_tensor_parallelism(v5e_sweep):
     r = next(r for r in results if r["batch"] == 8)
     assert r["devices"] == 4 and r["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
     assert r["device_kind"] == "TPU v5 lite" and r["attention"] == "xla"
+    assert r["libtpu_flags"] == COST_MODEL_FLAGS  # whole matmuls for the cost model
     _check_350m(r, batch=8, split=2)
 
 
