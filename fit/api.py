@@ -30,8 +30,6 @@ __all__ = ["Fit", "fit", "predict", "predictive_draws", "DEFAULT_QUANTILES"]
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
-FitResult = Fit  # the old name, while modules being edited elsewhere move over; goes soon
-
 
 def _scales(data: LawData, law: Law) -> dict[str, float]:
     # Geometric means: the law's constants become loss terms at a typical run (well-scaled).
