@@ -170,7 +170,11 @@ class Fit:
         if state.get("format") != FORMAT:
             raise FitFormatError(f"{path / 'fit.json'}: format {state.get('format')!r}, this "
                                  f"datalaws reads {FORMAT}; refit it")
-        return _from_state(state, az.from_netcdf(str(path / "posterior.nc")))
+        try:
+            return _from_state(state, az.from_netcdf(str(path / "posterior.nc")))
+        except (KeyError, TypeError) as e:  # a hand-edited or truncated state
+            raise FitFormatError(f"{path / 'fit.json'}: unreadable ({type(e).__name__}: {e}); "
+                                 "refit it") from None
 
 
 def write_netcdf(idata: az.InferenceData, path: Path) -> None:
@@ -220,9 +224,7 @@ def _state(f: Fit) -> dict:
 
 def _from_state(state: dict, idata: az.InferenceData) -> Fit:
     s = state
-    groups = s["groups"]
-    law = get_law(s["law"], **{g: groups[g] for g in ("domains", "pools", "evals", "sizes")
-                               if g in groups and (g != "sizes" or groups.get("domains"))})
+    law = get_law(s["law"], **s["groups"])  # the law rebuilt over the fit's groups
     priors = {n: dist_from_dict(v) for n, v in s["priors"].items() if v is not None}
     law = law.with_priors(priors)
     link = s["link"]

@@ -112,3 +112,16 @@ def test_compare_reads_saved_fits(fitted, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("ranked by ") and out.count("chinchilla:") == 2
     assert "elpd_loo" in out and "backtest_log_score" in out
+
+
+def test_a_damaged_fit_json_is_one_line(fitted, tmp_path):
+    r, _ = fitted
+    r.save(tmp_path / "f")
+    state = json.loads((tmp_path / "f" / "fit.json").read_text())
+    del state["columns"]
+    (tmp_path / "f" / "fit.json").write_text(json.dumps(state))
+    with pytest.raises(FitFormatError, match="fit.json: unreadable.*columns"):
+        Fit.load(tmp_path / "f")
+    (tmp_path / "f" / "fit.json").write_text("{")
+    with pytest.raises(FitFormatError, match="corrupt"):
+        Fit.load(tmp_path / "f")
