@@ -6,11 +6,15 @@ predicted at larger budgets, on unions of pools never trained on, and planned ov
 Prints: the paper's own top-k accuracies (estimate_best_pool.py's numbers) from our law;
 each pool's b and tau with 90% intervals; held-out coverage and error; union prediction from
 the per-pool fit; the planner's filtering level per budget with P(best) against the paper's.
-Usage: python bench/filtering.py [chains warmup draws [backtest|none]]  (the discrepancy
-scale k learned by size-ordered backtesting, as `datalaws fit` does, unless none; timings
-are inflated by other load on the machine)
+Also: the oracle (least squares with the noise sd known) on the same data set, so a miss can
+be told apart from the noise draw, and how often its 90% intervals cover over many data sets;
+more data sets fitted by NUTS (k = 0) for the posterior's coverage over data sets.
+Usage: python bench/filtering.py [chains warmup draws [backtest|none [replicates]]]  (the
+discrepancy scale k learned by rolling-origin backtesting, as `datalaws fit` does, unless
+none; 3 replicate data sets by default; timings are inflated by other load on the machine)
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -34,6 +38,8 @@ from datalaws.fit.filtering import (  # noqa: E402
 
 CHAINS, WARMUP, DRAWS = (int(v) for v in (sys.argv[1:4] if len(sys.argv) > 3 else (4, 500, 1000)))
 DISCREPANCY = sys.argv[4] if len(sys.argv) > 4 else "backtest"
+REPLICATES = int(sys.argv[5]) if len(sys.argv) > 5 else 3  # more data sets, fitted with k = 0
+ORACLE_SETS = 60
 NOISE = 0.003  # sd of log error: 0.3%
 FIT_BUDGETS = [25.6e6, 32e6, 51.2e6, 64e6, 76.8e6, 102.4e6, 128e6, 256e6]
 HELD_BUDGETS = [640e6, 1.28e9, 2.56e9]
@@ -52,6 +58,37 @@ def true_error(D, pools):
                              [PAPER_POOLS[p][1] for p in pools], PAPER_A / N_REF, PAPER_D))
 
 
+def _oracle_log_error(theta, D, pools):
+    """log error of one-pool runs, float64, passes summed term by term (R <= 20 in the fit);
+    theta = (log a, log d, log|b_j|..., log tau_j...) over ``pools`` in PAPER_POOLS order."""
+    names = list(PAPER_POOLS)
+    j = np.array([names.index(p) for p in pools])
+    b, tau = -np.exp(theta[2 + j]), np.exp(theta[2 + len(names) + j])
+    R = D / PAPER_POOL_SIZE
+    k = np.arange(1.0, np.ceil(R.max()) + 2)
+    reps = np.sum(2.0 ** (-k / tau[:, None]) * np.log(np.clip(R[:, None], k, k + 1) / k), axis=1)
+    first = np.exp(theta[1]) + (np.exp(theta[0]) * PAPER_POOL_SIZE / N_REF) ** b
+    return np.log(first) + b * reps
+
+
+def oracle(table):
+    """The best any method can do on this data set: least squares with the noise sd known,
+    z = (estimate - truth) / standard error per b_j and tau_j (log scale), from the exact
+    information matrix. |z| > 1.645 means a calibrated 90% interval misses on this draw."""
+    from scipy.optimize import least_squares
+
+    truth = np.array([np.log(PAPER_A), np.log(PAPER_D)]
+                     + [np.log(-b) for b, _ in PAPER_POOLS.values()]
+                     + [np.log(t) for _, t in PAPER_POOLS.values()])
+    fitted = table[table.tokens < 6e8]
+    D, pools, y = fitted.tokens.to_numpy(), fitted["pool"].tolist(), np.log(fitted.loss)
+    r = least_squares(lambda t: (_oracle_log_error(t, D, pools) - y) / NOISE, truth)
+    se = np.sqrt(np.diag(np.linalg.inv(r.jac.T @ r.jac)))
+    z = ((r.x - truth) / se)[2:]
+    names = [f"{v}_{p}" for v in ("b", "tau") for p in PAPER_POOLS]
+    return dict(zip(names, z))
+
+
 def simulate(rng):
     rows = []
     for pool in PAPER_POOLS:
@@ -68,7 +105,7 @@ def simulate(rng):
     return pd.DataFrame(rows), pd.DataFrame(unions)
 
 
-def main():
+def paper_numbers():
     print("1. the paper's numbers from our law (accuracy %, top-k = union of the k best pools)")
     print(f"{'budget':>9s} " + " ".join(f"{n:>7s}" for n in LEVEL_NAMES.values()) + "  best")
     ours = []
@@ -80,50 +117,119 @@ def main():
     print(f"top-10% at 32M/64M/128M/640M: {top10} (estimate_best_pool.py: {PAPER_TOP10}); "
           f"choices equal the paper's: {ours == PAPER_CHOICE}")
 
-    table, unions = simulate(np.random.default_rng(0))
+
+def fit_seed(seed, discrepancy):
+    table, unions = simulate(np.random.default_rng(seed))
     t0 = time.perf_counter()
-    r = fit(table, "filtering", holdout="tokens >= 6e8", discrepancy=DISCREPANCY,
+    r = fit(table, "filtering", holdout="tokens >= 6e8", discrepancy=discrepancy,
             config=FitConfig(chains=CHAINS, warmup=WARMUP, draws=DRAWS, progress=False))
+    return r, table, unions, time.perf_counter() - t0
+
+
+def covered(r):
+    der = r.summary["derived"]
+    return {f"{v}_{p}": der[f"{v}_{p}"]["q05"] <= t <= der[f"{v}_{p}"]["q95"]
+            for p, bt in PAPER_POOLS.items() for v, t in zip(("b", "tau"), bt)}
+
+
+def recovery(r, table):
+    der, z, cov = r.summary["derived"], oracle(table), covered(r)
+    print(f"{'param':>16s} {'true':>8s} {'q05':>8s} {'q50':>8s} {'q95':>8s} covered oracle_z")
+    for pool, bt in PAPER_POOLS.items():
+        for name, true in zip((f"b_{pool}", f"tau_{pool}"), bt):
+            q = der[name]
+            print(f"{name:>16s} {true:8.4g} {q['q05']:8.4g} {q['q50']:8.4g} {q['q95']:8.4g} "
+                  f"{str(cov[name]):7s} {z[name]:+.2f}")
+    for name, true in (("a_paper", PAPER_A), ("d", PAPER_D)):
+        q = der[name]
+        print(f"{name:>16s} {true:8.4g} {q['q05']:8.4g} {q['q50']:8.4g} {q['q95']:8.4g}")
+    order = sorted(PAPER_POOLS, key=lambda p: der[f"b_{p}"]["q50"])
+    miss = [n for n, v in z.items() if abs(v) > 1.645]
+    print(f"intervals covering: {sum(cov.values())}/10; utility order {order} (true "
+          f"{sorted(PAPER_POOLS, key=lambda p: PAPER_POOLS[p][0])}); the oracle's 90% "
+          f"intervals miss {miss or 'none'} on this data set")
+    zs = np.array([list(oracle(simulate(np.random.default_rng(s))[0]).values())
+                   for s in range(ORACLE_SETS)])
+    print(f"oracle over {ORACLE_SETS} data sets: 90% intervals cover "
+          f"{np.mean(np.abs(zs) <= 1.645):.2f} of b/tau, all 10 at once in "
+          f"{np.mean((np.abs(zs) <= 1.645).all(axis=1)):.2f} of the data sets")
+
+
+def plain(r):
+    """The same fit without the discrepancy (k = 0): the posterior and noise only."""
+    d = r.summary["discrepancy"] | {"k_draws": [], "k": 0.0}
+    return dataclasses.replace(r, summary=r.summary | {"discrepancy": d})
+
+
+def held_and_unions(r, table, unions):
+    held = table[table.tokens >= 6e8]
+    y, yu = held.loss.to_numpy(), unions.loss.to_numpy()
+    out = {}
+    for name, res in (("k", r), ("k=0", plain(r))):
+        for what, frame, obs in (("held", held, y), ("unions", unions, yu)):
+            dr = predictive_draws(res, frame)
+            q = np.quantile(dr["loss"], [0.25, 0.75, 0.05, 0.95], axis=0)
+            med = np.median(dr["loss_law"], axis=0)
+            out[name, what] = (np.mean((q[0] <= obs) & (obs <= q[1])),
+                               np.mean((q[2] <= obs) & (obs <= q[3])),
+                               np.median(np.abs(med - obs)))
+    return out
+
+
+def replicates(n):
+    """Seeds 1..n fitted without the discrepancy: how often the b/tau intervals and the
+    held-out runs' intervals cover over data sets (what calibration promises)."""
+    cov, held, divs = [], [], []
+    for seed in range(1, n + 1):
+        r, table, unions, secs = fit_seed(seed, "none")
+        c, h = covered(r), held_and_unions(r, table, unions)
+        cov.append(sum(c.values()))
+        held.append(h["k=0", "held"])
+        divs.append(int(r.idata.sample_stats.diverging.values.sum()))
+        missing = [k for k, v in c.items() if not v]
+        print(f"seed {seed}: b/tau covered {cov[-1]}/10 (missing {missing}), "
+              f"held-out 50/90% {held[-1][0]:.2f}/{held[-1][1]:.2f}, median |err| "
+              f"{held[-1][2]:.4f}, divergences {divs[-1]}, {secs:.0f} s")
+    return cov, held, divs
+
+
+def main():
+    paper_numbers()
+    r, table, unions, secs = fit_seed(0, DISCREPANCY)
+    div = int(r.idata.sample_stats.diverging.values.sum())
+    ka = r.summary["discrepancy"].get("k_axes", {})
     print(f"\n2. fit: {len(table) - len(HELD_BUDGETS) * 5} runs (5 pools x {len(FIT_BUDGETS)} "
           f"budgets {FIT_BUDGETS[0]:.3g}-{FIT_BUDGETS[-1]:.3g}), {CHAINS} chains x "
-          f"{WARMUP}+{DRAWS}, discrepancy {DISCREPANCY} (k = {r.discrepancy_k:.3g}), "
-          f"{time.perf_counter() - t0:.0f} s; diagnostics "
+          f"{WARMUP}+{DRAWS}, {secs:.0f} s; divergences {div}; diagnostics "
           f"{'pass' if r.summary['diagnostics']['ok'] else r.summary['diagnostics']['failures']}")
-    der = r.summary["derived"]
-    print(f"{'param':>16s} {'true':>8s} {'q05':>8s} {'q50':>8s} {'q95':>8s} covered")
-    n_cov = 0
-    for pool, (b, tau) in PAPER_POOLS.items():
-        for name, true in ((f"b_{pool}", b), (f"tau_{pool}", tau)):
-            q = der[name]
-            ok = q["q05"] <= true <= q["q95"]
-            n_cov += ok
-            print(f"{name:>16s} {true:8.4g} {q['q05']:8.4g} {q['q50']:8.4g} {q['q95']:8.4g} {ok}")
-    q = der["a_paper"]
-    print(f"{'a (per 1e5)':>16s} {PAPER_A:8.4g} {q['q05']:8.4g} {q['q50']:8.4g} {q['q95']:8.4g}")
-    order = sorted(PAPER_POOLS, key=lambda p: der[f"b_{p}"]["q50"])
-    print(f"intervals covering: {n_cov}/10; utility order {order} (true "
-          f"{sorted(PAPER_POOLS, key=lambda p: PAPER_POOLS[p][0])})")
-
-    h = r.summary["holdout"]
-    print(f"\n3. held out ({len(HELD_BUDGETS) * 5} runs at {HELD_BUDGETS}): run coverage "
-          f"50% {h['loss']['coverage']['0.5']:.2f}, 90% {h['loss']['coverage']['0.9']:.2f}; "
-          f"law-only median |err| {h['loss_law']['median_abs_err']:.4f}")
-
-    draws = predictive_draws(r, unions)
-    med = np.median(draws["loss_law"], axis=0)
-    lo, hi = np.quantile(draws["loss"], [0.05, 0.95], axis=0)
-    y = unions.loss.to_numpy()
-    print(f"\n4. unions top20/top30/top40 at {len(PLAN_BUDGETS)} budgets ({len(y)} runs) from the "
-          f"per-pool fit: median |err| {np.median(np.abs(med - y)):.4f}, 90% coverage "
-          f"{np.mean((lo <= y) & (y <= hi)):.2f}")
-
+    recovery(r, table)
+    h = held_and_unions(r, table, unions)
+    print(f"\n3. discrepancy {DISCREPANCY}: k per axis " + ", ".join(
+        f"{g} {v['q50']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]" for g, v in ka.items())
+        + f" ({r.summary['discrepancy'].get('k_source', '')})")
+    for what, label in (("held", f"held out ({len(HELD_BUDGETS) * 5} runs at {HELD_BUDGETS})"),
+                        ("unions", f"unions top20/30/40 at {len(PLAN_BUDGETS)} budgets "
+                                   f"({len(unions)} runs) from the per-pool fit")):
+        print(f"{label}:")
+        for name in ("k", "k=0"):
+            c50, c90, err = h[name, what]
+            print(f"   {name:4s} coverage 50% {c50:.2f}, 90% {c90:.2f}; law-only median |err| "
+                  f"{err:.4f}")
     fp = plan_filtering(r, PLAN_BUDGETS, {p: PAPER_POOL_SIZE for p in TOP})
     picks = [LEVEL_NAMES[v] for v in fp.best.level]
     agree = sum(a == b for a, b in zip(picks, PAPER_CHOICE))
-    print("\n5. planner on the fit: best filtering level per budget")
+    print("\n4. planner on the fit: best filtering level per budget")
     for D, pick, paper, p in zip(PLAN_BUDGETS, picks, PAPER_CHOICE, fp.best.p_best):
         print(f"{D:9.3g}  {pick:6s} P(best) {p:.2f}   paper's code: {paper}")
     print(f"agrees with the paper's code at {agree}/{len(PLAN_BUDGETS)} budgets")
+    if REPLICATES:
+        print(f"\n5. {REPLICATES} more simulated data sets (seeds 1-{REPLICATES}), k = 0")
+        cov, held, divs = replicates(REPLICATES)
+        cov.append(sum(covered(r).values()))
+        held.append(h["k=0", "held"])
+        print(f"over {len(cov)} data sets: b/tau intervals cover {sum(cov)}/{10 * len(cov)}; "
+              f"held-out 50/90% {np.mean([v[0] for v in held]):.2f}/"
+              f"{np.mean([v[1] for v in held]):.2f}; divergences {divs + [div]}")
 
 
 if __name__ == "__main__":

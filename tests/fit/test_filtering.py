@@ -14,6 +14,7 @@ from datalaws.fit.filtering import (
     PAPER_D,
     PAPER_POOL_SIZE,
     PAPER_POOLS,
+    filtering_law,
     plan_filtering,
     repetition_sum,
     union_error,
@@ -72,6 +73,30 @@ def test_union_rule_is_the_papers():
         union_error(D, U, [1.0], [b], [tau], 1e-5, 0.1, rule="sum")
 
 
+def test_sampled_coordinates_are_the_papers_law():
+    # NUTS walks (c0, d_share, b_mu, b_z, tau_mu, tau_z); at the released fit's values the law
+    # is the paper's term for term, and the derived a and d are the released ones
+    pools = sorted(PAPER_POOLS)
+    b = np.array([PAPER_POOLS[p][0] for p in pools])
+    tau = np.array([PAPER_POOLS[p][1] for p in pools])
+    D0, U = 1e8, PAPER_POOL_SIZE  # inputs normalised by D0: a per unit is a_paper * D0 / 1e5
+    c0 = PAPER_D + (PAPER_A * D0 / N_REF) ** b.mean()
+    b_mu, tau_mu = np.log(-b).mean(), np.log(tau).mean()
+    p = {"c0": c0, "d_share": PAPER_D / c0, "b_mu": b_mu, "b_z": (np.log(-b) - b_mu) / 0.5,
+         "tau_mu": tau_mu, "tau_z": np.log(tau) - tau_mu}
+    law = filtering_law(pools)
+    D = np.array([3.2e7, 2.56e9])
+    for j, pool in enumerate(pools):
+        x = {"D": D / D0, "repetitions": D / U} | {f"w.{q}": np.full(2, float(q == pool))
+                                                    for q in pools}
+        want = union_error(D, U, [1.0], [b[j]], [tau[j]], PAPER_A / N_REF, PAPER_D)
+        np.testing.assert_allclose(law.fn(x, p), want, rtol=1e-5)
+    der = law.derived({k: np.asarray(v)[None] for k, v in p.items()}, {"D": D0})
+    assert float(der["a_paper"][0]) == pytest.approx(PAPER_A, rel=1e-5)
+    assert float(der["d"][0]) == pytest.approx(PAPER_D, rel=1e-5)
+    assert float(der["tau_top30_40"][0]) == pytest.approx(PAPER_POOLS["top30_40"][1], rel=1e-5)
+
+
 TRUTH = {"hq": PAPER_POOLS["top10"], "mid": PAPER_POOLS["random25"]}  # (b, tau)
 
 
@@ -103,6 +128,7 @@ def test_recovers_pool_utilities_and_half_lives(fitted):
         assert der[f"b_{p}"]["q50"] == pytest.approx(b, rel=0.1), der
         assert der[f"tau_{p}"]["q50"] == pytest.approx(tau, rel=0.2), der
     assert der["a_paper"]["q50"] == pytest.approx(PAPER_A, rel=0.2), der
+    assert der["d"]["q50"] == pytest.approx(PAPER_D, rel=0.2), der
     assert der["b_hq"]["q95"] < der["b_mid"]["q05"]  # the top pool has the larger utility
 
 
