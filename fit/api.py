@@ -96,11 +96,7 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     result = Fit(law=law, columns=dict(data.columns), scales=scales, idata=idata, point=point,
                  config=config, discrepancy={}, diagnostics=diag, noise=noise, link=link,
                  data=provenance, timings=timings)
-    if link is not None:
-        result.accuracy = {"mode": acc_mode, "floor_source": floor_source,
-                           "pearson": _pearson(result, x, acc)}
-        if link_diag is not None:
-            result.accuracy["diagnostics"] = link_diag.to_dict()
+    result.accuracy = _accuracy(result, x, acc, acc_mode, floor_source, link_diag)
     t0 = time.perf_counter()
     result.discrepancy = discrepancy_section(law, data, x, config, point, noise, discrepancy)
     timings["backtest_s"] = time.perf_counter() - t0
@@ -108,6 +104,17 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
         result.holdout = holdout_scores(result, held_df)
     timings["total_s"] = time.perf_counter() - t_start
     return result
+
+
+def _accuracy(result: Fit, x, acc, mode: str, floor_source: str, link_diag) -> dict | None:
+    """How the accuracy link was fitted, Pearson r of its predictions, and (fitted after the
+    loss law) its own sampler's diagnostics; None without a link."""
+    if result.link is None:
+        return None
+    out = {"mode": mode, "floor_source": floor_source, "pearson": _pearson(result, x, acc)}
+    if link_diag is not None:
+        out["diagnostics"] = link_diag.to_dict()
+    return out
 
 
 def _sample(law: Law, x, data: LawData, config: FitConfig, point, noise, link, acc,
