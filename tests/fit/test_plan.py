@@ -6,7 +6,7 @@ import pytest
 
 from datalaws.fit import Diagnostics, Fit, FitConfig
 from datalaws.fit.laws import get_law
-from datalaws.fit.plan import budget_from_gpu_hours, parse_objective, plan
+from datalaws.fit.plan import budget_from_gpu_hours, parse_objective, plan, plan_fit
 
 TRUTH = {"E": 1.8, "a": 0.4, "alpha": 0.34, "b": 0.4, "beta": 0.28}
 SCALES = {"N": 1e8, "D": 2e9}
@@ -67,6 +67,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="hardware"):
         budget_from_gpu_hours(10, "abacus", 0.4)
     assert budget_from_gpu_hours(1, "h100", 0.5) == pytest.approx(3600 * 989e12 * 0.5)
+    with pytest.raises(ValueError, match="unknown domain.*no mixture domains"):
+        plan_fit(_posterior(), 1e20, mixture={"web": 1.0})  # the law reads no mixture
 
 
 def test_continuous_plan_has_no_preset_name():
