@@ -45,7 +45,9 @@ _PER_DEVICE = {"tpu v5e": 2, "tpu v4": 4, "tpu v6e": 4, "tpu v5p": 16, "h100": 4
 # 5% of the scaled scan); but the collective-matmul loops an FSDP weight gather becomes on
 # larger slices (v5p:2x2x4) hide 3/4 of their matmuls from it and distort that scaling
 # (1.5B on v5p: 37.5% MFU with them, 51-54% without). Preflight compiles with plain
-# all-gathers / reduce-scatters so the cost model sees whole matmuls; memory moves < 1%.
+# all-gathers / reduce-scatters so the cost model sees whole matmuls. Memory is then that
+# program's (1.5B: v5p +0.5%, v5e -4% against the default program); a LIBTPU_INIT_ARGS
+# of the caller's, even empty (``LIBTPU_INIT_ARGS= datalaws preflight ...``), replaces them.
 COST_MODEL_FLAGS = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
                     "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
 
