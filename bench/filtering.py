@@ -157,8 +157,7 @@ def recovery(r, table):
 
 def plain(r):
     """The same fit without the discrepancy (k = 0): the posterior and noise only."""
-    d = r.summary["discrepancy"] | {"k_draws": [], "k": 0.0}
-    return dataclasses.replace(r, summary=r.summary | {"discrepancy": d})
+    return dataclasses.replace(r, discrepancy=r.discrepancy | {"k_draws": [], "k": 0.0})
 
 
 def held_and_unions(r, table, unions):
