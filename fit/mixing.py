@@ -302,17 +302,7 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                 out[f"k_{i}"] = jnp.exp(-kap[k, 0] * Z[k, 0].mean(axis=0)) / kap[k, 0]
         return out
 
-    params = [Param("e_mid", _vec(_ln(3.0, 1.0), E), "loss on each evaluation domain at the "
-                    f"uniform mixture ({', '.join(evals)})")]
-    if K == 1:
-        params.append(Param("kappa", _vec(_kappa_prior(), E), "curvature of each domain's law"))
-    else:
-        params += [Param("kappa1", _vec(_kappa_prior(), E), "curvature of each domain's "
-                         "first latent term"),
-                   Param("gaps", _vec(_kappa_prior(), E * (K - 1)), "kappa_{k+1} - kappa_k "
-                         "(> 0) per domain: the latent terms stay ordered")]
-    series = [f"{i}/{k + 1}" if K > 1 else i for i in evals for k in range(K)]
-    params.append(_z_param(domains, series, pooled))
+    params = _domains_params(domains, evals, K, pooled)
     latent_txt = "" if K == 1 else f", {K} latent terms each (eq. 4)"
     return Law(
         name="mixing_domains" + ("" if K == 1 else str(K)),
@@ -325,6 +315,24 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                   "composition" + latent_txt + ")",
         **(_common(domains, sizes) | {"unscaled": tuple(
             f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
+
+
+def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled: bool
+                    ) -> list[Param]:
+    """The per-domain law's parameters: loss at the uniform mixture, curvatures (ordered
+    latent terms when K > 1) and the mixture effects, all vectors over evaluation domains."""
+    E = len(evals)
+    params = [Param("e_mid", _vec(_ln(3.0, 1.0), E), "loss on each evaluation domain at the "
+                    f"uniform mixture ({', '.join(evals)})")]
+    if K == 1:
+        params.append(Param("kappa", _vec(_kappa_prior(), E), "curvature of each domain's law"))
+    else:
+        params += [Param("kappa1", _vec(_kappa_prior(), E), "curvature of each domain's "
+                         "first latent term"),
+                   Param("gaps", _vec(_kappa_prior(), E * (K - 1)), "kappa_{k+1} - kappa_k "
+                         "(> 0) per domain: the latent terms stay ordered")]
+    series = [f"{i}/{k + 1}" if K > 1 else i for i in evals for k in range(K)]
+    return params + [_z_param(domains, series, pooled)]
 
 
 def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
