@@ -355,7 +355,10 @@ def test_interrupted_prepare_leaves_no_store(tmp_path, sig):
     store = tmp_path / "store"
     p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "data", "prepare",
                           str(tmp_path / "big.jsonl"), "--domain", "web", "--out", str(store)],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                         # as at a terminal: a job started in the background (CI's own
+                         # launcher, `cmd &` in a script) inherits SIGINT ignored
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not store.exists():  # the store appears once the corpus is read and checked
         assert p.poll() is None and time.time() - t0 < 300, p.stderr.read()
