@@ -289,19 +289,7 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
             total = total + jnp.asarray(x[f"e.{ev}"]) * loss
         return _positive(total + _size_terms(x, p, sizes))
 
-    def derived(p, s):
-        out = _size_derived(p, s, sizes)
-        Z = _front(p["z"])
-        if pooled:
-            out |= {f"tau_{j}": jnp.exp(Z[E * K * J + k]) for k, j in enumerate(domains)}
-        Z = Z[: E * K * J].reshape((E, K, J) + Z.shape[1:])
-        e_mid, kap = _front(p["e_mid"]), _latent_kappas(p, kname, E, K)
-        for k, i in enumerate(evals):
-            out[f"c_{i}"] = e_mid[k] - jnp.sum(1.0 / kap[k], axis=0)
-            if K == 1:
-                out[f"k_{i}"] = jnp.exp(-kap[k, 0] * Z[k, 0].mean(axis=0)) / kap[k, 0]
-        return out
-
+    derived = _domains_derived(domains, evals, sizes, K, pooled)
     params = _domains_params(domains, evals, K, pooled)
     latent_txt = "" if K == 1 else f", {K} latent terms each (eq. 4)"
     return Law(
@@ -315,6 +303,29 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                   "composition" + latent_txt + ")",
         **(_common(domains, sizes) | {"unscaled": tuple(
             f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
+
+
+def _domains_derived(domains: Sequence[str], evals: Sequence[str], sizes: Sequence[str],
+                     K: int, pooled: bool):
+    """The per-domain law's derived quantities: each domain's floor c_i (and k_i for K = 1),
+    the pooled effect scales tau_j, and the size terms'."""
+    E, J = len(evals), len(domains)
+    kname = "kappa" if K == 1 else "kappa1"
+
+    def derived(p, s):
+        out = _size_derived(p, s, sizes)
+        Z = _front(p["z"])
+        if pooled:
+            out |= {f"tau_{j}": jnp.exp(Z[E * K * J + k]) for k, j in enumerate(domains)}
+        Z = Z[: E * K * J].reshape((E, K, J) + Z.shape[1:])
+        e_mid, kap = _front(p["e_mid"]), _latent_kappas(p, kname, E, K)
+        for k, i in enumerate(evals):
+            out[f"c_{i}"] = e_mid[k] - jnp.sum(1.0 / kap[k], axis=0)
+            if K == 1:
+                out[f"k_{i}"] = jnp.exp(-kap[k, 0] * Z[k, 0].mean(axis=0)) / kap[k, 0]
+        return out
+
+    return derived
 
 
 def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled: bool
