@@ -286,18 +286,14 @@ def _row_levels(folds: Sequence[BacktestFold], draws: int = ROW_DRAWS) -> np.nda
 LEVEL_EDGES = np.array([0.0, 0.2, 0.5, 0.8, 0.9, 0.95, 1.0])  # central-interval levels
 
 
-def _calibration(levels: np.ndarray, fixed: np.ndarray | None = None) -> np.ndarray:
-    """[C] log pseudo-likelihood of calibration of rows' interval levels [C, rows] (plus the
-    bin counts ``fixed`` [bins] of rows that do not vary): the multinomial log
-    likelihood of the counts in 0-20-50-80-90-95-100% under the calibrated shares. It is
-    conservative (module docstring): rows in the outer bins cost most, so it prefers
-    intervals somewhat wider than calibrated at the folds' distances."""
-    p = np.diff(LEVEL_EDGES)
-    bins = np.clip(np.searchsorted(LEVEL_EDGES, levels, side="right") - 1, 0, len(p) - 1)
-    counts = np.stack([(bins == b).sum(axis=1) for b in range(len(p))], axis=1).astype(float)
-    if fixed is not None:
-        counts = counts + fixed[None, :]
-    return counts @ np.log(p)
+def _calibration(levels: np.ndarray) -> np.ndarray:
+    """[C] log pseudo-likelihood of calibration of rows' interval levels [C, rows]: the
+    multinomial log likelihood of their counts in 0-20-50-80-90-95-100% under the calibrated
+    shares. It is conservative (module docstring): rows in the outer bins cost most, so it
+    prefers intervals somewhat wider than calibrated at the folds' distances."""
+    log_p = np.log(np.diff(LEVEL_EDGES))
+    bins = np.clip(np.searchsorted(LEVEL_EDGES, levels, side="right") - 1, 0, len(log_p) - 1)
+    return log_p[bins].sum(axis=1)
 
 
 def _interp_sd(table: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -360,25 +356,12 @@ def _own_fold_k2(folds: Sequence[BacktestFold], score, names: Sequence[str] | No
 
 def _scorer(folds: Sequence[BacktestFold]):
     """score(rows, sd [C, len(rows)]) -> [C]: the log likelihood of k from those rows at
-    those discrepancy sds, fold by fold (``_calibration``; each fold's other rows at the
-    levels they last scored best at)."""
+    those discrepancy sds (``_calibration``; it is a sum over rows, so the other rows only
+    add a constant)."""
     lv = _row_levels(folds)
-    current = lv[:, 0].copy()  # every row's level at the sds last scored best
-    fold_of = np.repeat(np.arange(len(folds)), [len(f.log_y) for f in folds])
-    n_bins = len(LEVEL_EDGES) - 1
 
     def score(rows: np.ndarray, sd: np.ndarray) -> np.ndarray:
-        levels = _interp_sd(lv[rows], sd)  # [C, rows]
-        out = np.zeros(len(sd))
-        for f in np.unique(fold_of[rows]):  # each fold's rows calibrated by themselves
-            mine = fold_of[rows] == f
-            others = (fold_of == f)
-            others[rows] = False
-            b = np.clip(np.searchsorted(LEVEL_EDGES, current[others], side="right") - 1, 0,
-                        n_bins - 1)
-            out += _calibration(levels[:, mine], np.bincount(b, minlength=n_bins))
-        current[rows] = levels[np.argmax(out)]
-        return out
+        return _calibration(_interp_sd(lv[rows], sd))
 
     return score
 
@@ -393,7 +376,7 @@ def k_posterior(folds: Sequence[BacktestFold], groups: int, *, scale: float = DE
     half-normal(scale). Without folds there is no evidence either way and the documented
     half-normal(scale) alone stands in (never a silent k = 0).
 
-    The likelihood is that of calibration (``_calibration``, fold by fold): how probable
+    The likelihood is that of calibration (``_calibration``, row by row): how probable
     each fold's held-back rows' interval levels under its predictive widened by the
     discrepancy are if those intervals were calibrated; deliberately conservative (about
     2x a simulated k; see the module docstring for why).
