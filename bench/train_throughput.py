@@ -20,7 +20,9 @@ from datalaws.model.train import TrainConfig, init_state, make_mesh, make_train_
 from datalaws.model.transformer import ModelConfig
 
 
-def datalaws_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> float:
+def datalaws_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> tuple[float, str]:
+    """Tokens/s, and on an accelerator the compiler's per-device memory estimate (what
+    ``datalaws preflight`` reports) beside the device's measured peak."""
     c = TrainConfig(model=mc, tokens=batch * mc.seq_len * (steps + 10), batch=batch)
     mesh = make_mesh(None)  # fsdp over every device, as training does by default
     graphdef, state, sh = init_state(c, mesh)
@@ -37,7 +39,15 @@ def datalaws_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> float:
     for _ in range(steps):
         state, m = step(state, b)
     jax.block_until_ready(m)
-    return batch * mc.seq_len * steps / (time.perf_counter() - t0)
+    tps = batch * mc.seq_len * steps / (time.perf_counter() - t0)
+    stats = jax.devices()[0].memory_stats()  # None on CPU
+    if not stats:
+        return tps, ""
+    est = step.lower(state, b).compile().memory_analysis()
+    est_peak = (est.argument_size_in_bytes + est.temp_size_in_bytes
+                + est.output_size_in_bytes - est.alias_size_in_bytes)
+    return tps, (f"  memory: compiler {est_peak / 2**30:.1f} GiB, measured peak "
+                 f"{stats['peak_bytes_in_use'] / 2**30:.1f} GiB (process so far)")
 
 
 def torch_tokens_per_s(mc: ModelConfig, batch: int, steps: int) -> float:
@@ -127,13 +137,13 @@ def main():
         mc = ModelConfig.preset(preset, vocab=32768 if a.gpu else 8192, seq_len=T,
                                 dtype="bfloat16" if a.gpu else "float32",
                                 remat="dots" if preset == "1.5b" else False)
-        tps = datalaws_tokens_per_s(mc, batch, a.steps)
+        tps, memory = datalaws_tokens_per_s(mc, batch, a.steps)
         mfu = tps * flops_per_token(mc) / peak
         line = f"{preset:>6} T={T:<5} B={batch:<3} datalaws {tps:10,.0f} tok/s  MFU {mfu:6.1%}"
         if not a.gpu:
             ref = torch_tokens_per_s(mc, batch, max(5, a.steps // 2))
             line += f"  PyTorch {ref:10,.0f} tok/s  ratio datalaws/PyTorch {tps / ref:5.2f}"
-        print(line, flush=True)
+        print(line + memory, flush=True)
 
 
 if __name__ == "__main__":
