@@ -211,6 +211,7 @@ def _distance_and_k(result: Fit, data: LawData, n_draws: int, seed: int):
     axes = [Axis(a["name"], a["powers"], a["log"]) for a in s["axes"]]
     d = disc.hull_offsets(disc.axis_coords(axes, data.inputs), np.asarray(s["hull"]),
                           disc.axis_groups(axes))
+    d = disc.beyond_reach(d, s.get("k_reach"))  # backtested k within reach, the prior's beyond
     if not s.get("k_draws"):
         return d, s.get("k", 0.0)
     ks = np.asarray(s["k_draws"])

@@ -91,7 +91,11 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
     groups = [g.name for g in disc.axis_groups(law.axes)]
     post = disc.k_posterior(folds, len(groups), scale=prior_scale, n=K_DRAWS,
                             seed=config.seed, names=groups)
-    ks = post.draws  # [draws, groups]
+    ks = post.draws  # [draws, groups]: within the folds' reach (all of it without folds)
+    reach = np.max(np.concatenate([f.d for f in folds]), axis=0) if folds else None
+    # beyond the farthest held-back row per direction the folds say nothing: the prior's k
+    k_far = disc.k_posterior([], len(groups), scale=prior_scale, n=K_DRAWS,
+                             seed=config.seed + 1).draws
     if folds:
         source = (f"backtest: {len(folds)} folds along "
                   f"{', '.join(sorted({f.direction for f in folds}))}")
@@ -121,10 +125,15 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
         "k": float(np.median(kmax)), "k_q05": float(np.quantile(kmax, 0.05)),
         "k_q95": float(np.quantile(kmax, 0.95)), "k_axes": per_axis, "k_groups": groups,
         "k_source": source,
-        "k_prior": (f"per direction: 0 with probability {disc.P_ZERO:g}, else "
-                    f"HalfNormal({prior_scale:g})" if folds else f"HalfNormal({prior_scale:g})"),
+        "k_prior": (f"per fold k ~ HalfNormal(s) per direction; s = 0 with probability "
+                    f"{disc.P_ZERO:g}, else s ~ HalfNormal(tau), tau ~ HalfNormal("
+                    f"{prior_scale:g})" if folds else f"HalfNormal({prior_scale:g})"),
         "sharpness": disc.SHARPNESS,
-        "k_draws": np.round(ks[:1000], 6).tolist(),
+        "k_draws": np.round(ks[:1000] if reach is None else
+                            np.concatenate([ks, k_far], axis=1)[:1000], 6).tolist(),
+        "k_reach": None if reach is None else reach.tolist(),
+        "k_beyond_reach": (None if reach is None else
+                           f"HalfNormal({prior_scale:g}) per direction beyond k_reach"),
         "folds": [{"direction": f.direction, "cut": f.cut} | f.diagnostics for f in folds],
         "folds_ok": not bad,
         "backtest": disc.backtest_table(folds, ks),

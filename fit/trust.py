@@ -59,7 +59,8 @@ def _offsets(result: Fit, points: pd.DataFrame,
             hull = np.vstack([hull, disc.axis_coords(axes, raw_inputs(result, extra))])
         coords = disc.axis_coords(axes, inputs)
         if hasattr(disc, "hull_offsets"):
-            return disc.hull_offsets(coords, hull, disc.axis_groups(axes))
+            return disc.beyond_reach(disc.hull_offsets(coords, hull, disc.axis_groups(axes)),
+                                     dsum.get("k_reach"))
         return disc.hull_distance(coords, hull)[:, None]
     x_max = float(dsum["x_max_fit"])  # older fits: log distance beyond the largest run
     if extra is not None and len(extra):
