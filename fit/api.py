@@ -125,7 +125,7 @@ def _sample(law: Law, x, data: LawData, config: FitConfig, point, noise, link, a
     mcmc = run_nuts(law, x, data.y, config, link=joint, acc=acc if joint else None,
                     init=point, noise=noise)
     idata = az.from_numpyro(mcmc)
-    if law.family == "mixing":  # latent terms: a chain in a negligible-mass mode (issue 20)
+    if law.minor_modes:  # latent terms: a chain in a negligible-mass mode (issue 20)
         from datalaws.fit.chains import drop_minor_modes
 
         idata, _ = drop_minor_modes(idata)

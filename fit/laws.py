@@ -100,6 +100,9 @@ class Law:
     # every direction the law extrapolates along: the discrepancy grows with the distance of a
     # point from the hull of the fitted runs in these coordinates (datalaws.fit.discrepancy)
     axes: tuple[Axis, ...] = ()
+    # latent terms whose posterior has distinct local optima: chains stuck in one of
+    # negligible mass are dropped after sampling (datalaws.fit.chains; the mixing laws)
+    minor_modes: bool = False
 
     # The law's groups are spelled in its input roles: ``r.<domain>`` (training proportion),
     # ``e.<domain>`` (evaluation weight), ``w.<pool>`` (pool weight). Only this module reads

@@ -29,19 +29,19 @@ varies (``sizes``); at one size the law has none and cannot be asked about anoth
 The implicit form (Ye eq. 4) for an overall loss of unknown composition is a sum of K such
 terms (latent domains) with positive curvatures ordered ``kappa_1 < kappa_2 < ...``
 (label switching removed); ``choose_latent`` picks K by cross-validation over mixtures.
+Terms 2+ are sampled by their exponent coefficients ``t = kappa beta`` rather than ``beta``
+(``datalaws.fit.mixing_prior``: a strongly curved term's shape is t, and beta slides with
+kappa along a banana).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro.distributions as dist
 import pandas as pd
-from numpyro.distributions import constraints
 
 from datalaws.fit.laws import Axis, Law, Param
 from datalaws.fit.mixing_checks import (  # noqa: F401  (re-exported: the mixing API)
@@ -50,6 +50,7 @@ from datalaws.fit.mixing_checks import (  # noqa: F401  (re-exported: the mixing
     check_mixtures,
     check_unknown_mix,
 )
+from datalaws.fit.mixing_prior import PooledEffects, effects_prior
 from datalaws.fit.table import TableError
 
 __all__ = ["mixing_law", "mixing_domains_law", "mixing_implicit_law", "exp_curve", "PooledEffects",
@@ -108,35 +109,6 @@ def _lift(a, nd):
     return a.reshape(a.shape[:1] + (1,) * (nd - (a.ndim - 1)) + a.shape[1:])
 
 
-class PooledEffects(dist.Distribution):
-    """Centred hierarchical prior on an [E, J] matrix of effects, as one vector
-    ``[beta (E*J, row-major), log tau (J)]``: ``log tau_j ~ N(log scale, 0.75)``,
-    ``beta_ij ~ N(0, tau_j)``. Support: all reals. The scale's prior keeps tau off 0: a
-    half-normal lets a domain with weak effects fall into the funnel's neck (tau -> 0 with
-    every beta_ij -> 0), where NUTS diverges."""
-
-    arg_constraints = {}
-    support = constraints.real_vector
-
-    def __init__(self, E: int, J: int, scale: float = 0.5, *, validate_args=None):
-        self.E, self.J, self.scale = E, J, scale
-        super().__init__(batch_shape=(), event_shape=(E * J + J,), validate_args=validate_args)
-
-    def sample(self, key, sample_shape=()):
-        k1, k2 = jax.random.split(key)
-        tau = self.scale * jnp.exp(0.75 * jax.random.normal(k1, sample_shape + (self.J,)))
-        beta = tau[..., None, :] * jax.random.normal(k2, sample_shape + (self.E, self.J))
-        return jnp.concatenate([beta.reshape(sample_shape + (-1,)), jnp.log(tau)], axis=-1)
-
-    def log_prob(self, value):
-        beta = value[..., : self.E * self.J].reshape(value.shape[:-1] + (self.E, self.J))
-        lt = value[..., self.E * self.J:]
-        tau = jnp.exp(lt)
-        lp = dist.Normal(jnp.log(self.scale), 0.75).log_prob(lt)
-        return jnp.sum(lp, -1) + jnp.sum(dist.Normal(0.0, tau[..., None, :]).log_prob(beta),
-                                         (-2, -1))
-
-
 def _effects(x, p, domains, series: int):
     """``g`` [E, *batch]: linear effects ``sum_j beta_ej (r_j - u)`` for every series e; the
     effects are the first E*J entries of the vector ``z`` [*pb, E*J (+ J log scales)]."""
@@ -191,7 +163,7 @@ def _size_formula(sizes) -> str:
 
 def _common(domains, sizes) -> dict:
     return {"axis": sizes[0] if sizes else f"r.{domains[0]}", "axes": _axes(domains, sizes),
-            "unscaled": tuple(f"r.{d}" for d in domains)}
+            "unscaled": tuple(f"r.{d}" for d in domains), "minor_modes": True}
 
 
 def _check(domains, sizes, what):
@@ -204,14 +176,19 @@ def _check(domains, sizes, what):
     return domains, tuple(r for r in SIZE_ROLES if r in sizes)
 
 
-def _z_param(domains, series: Sequence[str], pooled: bool = False) -> Param:
+def _z_param(domains, series: Sequence[str], pooled: bool = False, latent: int = 1) -> Param:
+    """The effects of every loss series, K = ``latent`` rows per series: the first its linear
+    effects beta, the others (more curved) their exponent coefficients t (mixing_prior)."""
     what = (f"of training on each of {len(domains)} domains ({', '.join(domains)}) for each "
             f"of {', '.join(series)}")
+    kinds = [int(k % latent > 0) for k in range(len(series))]
+    kind = "linear effects (nats)" + (", exponent coefficients t for terms 2+" if latent > 1
+                                      else "")
+    prior = effects_prior(len(series), len(domains), kinds, pooled)
     if pooled:
-        return Param("z", PooledEffects(len(series), len(domains)), f"linear effects (nats) "
-                     f"{what}, then log tau_j, their scale per training domain")
-    return Param("z", _vec(dist.Normal(0.0, 1.0), len(series) * len(domains)),
-                 f"linear effects (nats) {what}")
+        return Param("z", prior, f"{kind} {what}, then log tau, their scale per training "
+                     "domain (per kind)")
+    return Param("z", prior, f"{kind} {what}")
 
 
 def mixing_law(domains: Sequence[str], sizes: Sequence[str] = SIZE_ROLES) -> Law:
@@ -250,7 +227,8 @@ def _latent_kappas(p, name1: str, series: int, latent: int):
 
 
 def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
-                       sizes: Sequence[str] = SIZE_ROLES, latent: int = 1) -> Law:
+                       sizes: Sequence[str] = SIZE_ROLES, latent: int = 1,
+                       t_coords: bool = True) -> Law:
     """The per-domain law: one ``c_i + k_i exp(t_i . r)`` per evaluation domain i, pooled.
 
     Parameters are vectors over evaluation domains (sorted): ``e_mid`` [E], ``kappa`` [E],
@@ -260,10 +238,11 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
     loss ``L = sum_i s_i L_i``. With ``latent`` K > 1 each domain's law is Ye's implicit form
     (eq. 4: a validation domain is itself a mixture of latent domains), ``c_i + sum_k
     q_ik exp(t_ik . r)``, curvatures ``kappa1`` [E] and ordered ``gaps`` [E*(K-1)], effects
-    ``z`` [E*K*J] (row i*K + k).
+    ``z`` [E*K*J] (row i*K + k; rows k >= 2 hold t = kappa beta, see mixing_prior).
 
     The loss is accumulated one evaluation domain at a time: draws x rows x domains at once
-    is what made a 20 x 20 prediction take 13 GB.
+    is what made a 20 x 20 prediction take 13 GB. ``t_coords=False`` holds every row as
+    linear effects: least squares searches there (``mixing_ls``), NUTS samples terms 2+ by t.
     """
     domains, sizes = _check(domains, sizes, "mixing_domains")
     evals = sorted(evals)
@@ -279,18 +258,22 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
         R = _stack(x, [f"r.{d}" for d in domains]) - 1.0 / J  # [J, *xb]
         Z, e_mid = _front(p["z"]), _front(p["e_mid"])
         kap = _latent_kappas(p, kname, E, K)
-        total = 0.0
-        for i, ev in enumerate(evals):
-            loss = e_mid[i]
-            for k in range(K):
-                s = (i * K + k) * J
-                loss = loss + exp_curve(jnp.einsum("j...,j...->...", Z[s:s + J], R),
-                                        kap[i, k])
-            total = total + jnp.asarray(x[f"e.{ev}"]) * loss
+        if Z.ndim == 1:  # one parameter set (the sampler, least squares): one matmul
+            total = _domains_flat(x, R, Z, e_mid, kap, evals, t_coords)
+        else:  # draws: [E, draws, rows] at once is what made 20 x 20 take 13 GB
+            total = 0.0
+            for i, ev in enumerate(evals):
+                loss = e_mid[i]
+                for k in range(K):
+                    s = (i * K + k) * J
+                    g = jnp.einsum("j...,j...->...", Z[s:s + J], R)
+                    t_row = t_coords and k > 0
+                    loss = loss + exp_curve(g / kap[i, k] if t_row else g, kap[i, k])
+                total = total + jnp.asarray(x[f"e.{ev}"]) * loss
         return _positive(total + _size_terms(x, p, sizes))
 
     derived = _domains_derived(domains, evals, sizes, K, pooled)
-    params = _domains_params(domains, evals, K, pooled)
+    params = _domains_params(domains, evals, K, pooled, t_coords)
     latent_txt = "" if K == 1 else f", {K} latent terms each (eq. 4)"
     return Law(
         name="mixing_domains" + ("" if K == 1 else str(K)),
@@ -305,6 +288,19 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
             f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
 
 
+def _domains_flat(x, R, Z, e_mid, kap, evals, t_coords=True):
+    """The per-domain law for one parameter set: every domain's loss [E, *xb] in one
+    contraction (terms 2+ hold t = kappa beta), weighted by the rows' ``e.<domain>``."""
+    E, K, J = kap.shape[0], kap.shape[1], R.shape[0]
+    lift = (1,) * (R.ndim - 1)
+    S = jnp.einsum("ekj,j...->ek...", Z[: E * K * J].reshape(E, K, J), R)
+    kb = kap.reshape((E, K) + lift)
+    div = jnp.where(jnp.arange(K).reshape((1, K) + lift) == 0, 1.0, kb) if t_coords else 1.0
+    loss = e_mid.reshape((E,) + lift) + jnp.sum(exp_curve(S / div, kb), axis=1)
+    W = jnp.stack([jnp.broadcast_to(jnp.asarray(x[f"e.{ev}"]), R.shape[1:]) for ev in evals])
+    return jnp.sum(W * loss, axis=0)
+
+
 def _domains_derived(domains: Sequence[str], evals: Sequence[str], sizes: Sequence[str],
                      K: int, pooled: bool):
     """The per-domain law's derived quantities: each domain's floor c_i (and k_i for K = 1),
@@ -315,8 +311,10 @@ def _domains_derived(domains: Sequence[str], evals: Sequence[str], sizes: Sequen
     def derived(p, s):
         out = _size_derived(p, s, sizes)
         Z = _front(p["z"])
-        if pooled:
-            out |= {f"tau_{j}": jnp.exp(Z[E * K * J + k]) for k, j in enumerate(domains)}
+        if pooled:  # per kind: linear effects (tau_j), exponent coefficients (tau_t_j)
+            for g, stem in enumerate(["tau_", "tau_t_"][: 1 + (K > 1)]):
+                out |= {f"{stem}{j}": jnp.exp(Z[E * K * J + g * J + k])
+                        for k, j in enumerate(domains)}
         Z = Z[: E * K * J].reshape((E, K, J) + Z.shape[1:])
         e_mid, kap = _front(p["e_mid"]), _latent_kappas(p, kname, E, K)
         for k, i in enumerate(evals):
@@ -328,8 +326,8 @@ def _domains_derived(domains: Sequence[str], evals: Sequence[str], sizes: Sequen
     return derived
 
 
-def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled: bool
-                    ) -> list[Param]:
+def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled: bool,
+                    t_coords: bool = True) -> list[Param]:
     """The per-domain law's parameters: loss at the uniform mixture, curvatures (ordered
     latent terms when K > 1) and the mixture effects, all vectors over evaluation domains."""
     E = len(evals)
@@ -343,11 +341,11 @@ def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled
                    Param("gaps", _vec(_kappa_prior(), E * (K - 1)), "kappa_{k+1} - kappa_k "
                          "(> 0) per domain: the latent terms stay ordered")]
     series = [f"{i}/{k + 1}" if K > 1 else i for i in evals for k in range(K)]
-    return params + [_z_param(domains, series, pooled)]
+    return params + [_z_param(domains, series, pooled, K if t_coords else 1)]
 
 
 def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
-                        sizes: Sequence[str] = SIZE_ROLES) -> Law:
+                        sizes: Sequence[str] = SIZE_ROLES, t_coords: bool = True) -> Law:
     """Ye et al.'s implicit form for an overall loss: K latent domains.
 
     ``L = c + sum_k q_k exp(t_k . r)`` (+ size terms), each term sampled like the per-domain
@@ -365,9 +363,11 @@ def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
         return jnp.concatenate([k1, k1 + jnp.cumsum(_front(p["gaps"]), axis=0)])
 
     def fn(x, p):
-        g = _effects(x, p, domains, latent)
-        nd = g.ndim - 1
-        return _positive(p["e_mid"] + jnp.sum(exp_curve(g, _lift(kappas(p), nd)), axis=0)
+        g = _effects(x, p, domains, latent)  # latent 2+: t . (r - u), t = kappa beta
+        kap = _lift(kappas(p), g.ndim - 1)
+        if t_coords:
+            g = g / jnp.concatenate([jnp.ones_like(kap[:1]), kap[1:]])
+        return _positive(p["e_mid"] + jnp.sum(exp_curve(g, kap), axis=0)
                          + _size_terms(x, p, sizes))
 
     def derived(p, s):
@@ -378,7 +378,8 @@ def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
     if latent > 1:
         params.append(Param("gaps", _vec(_kappa_prior(), latent - 1),
                             "kappa_{k+1} - kappa_k (> 0): the latent domains stay ordered"))
-    params.append(_z_param(domains, [f"latent {k}" for k in range(1, latent + 1)]))
+    params.append(_z_param(domains, [f"latent {k}" for k in range(1, latent + 1)],
+                           latent=latent if t_coords else 1))
     return Law(
         name=f"mixing_implicit{latent}",
         formula="L = c + sum_k q_k*exp(sum_j t_kj r_j), latent domains ordered by curvature"
@@ -386,56 +387,6 @@ def mixing_implicit_law(domains: Sequence[str], latent: int = 2,
         inputs=_inputs(domains, sizes), params=(*params, *_size_params(sizes)), fn=fn,
         derived=derived, reference="Ye et al. 2024 (data mixing laws, eq. 4, implicit "
                                    "composition)", **_common(domains, sizes))
-
-
-def balance_point(law: Law, point: Mapping) -> dict:
-    """Least squares leaves two directions to the prior: a common shift of each series'
-    effects (proportions sum to 1, so it changes no loss) and the split of ``beta = tau * z``.
-    Centre the effects and set each ``tau_j`` to the rms of its effects, as the shrinkage
-    prior would, so NUTS starts where the prior has mass; the fitted losses are unchanged."""
-    point = dict(point)
-    if law.family != "mixing" or "z" not in point:
-        return point
-    J = len(law.domains)
-    pooled = isinstance(next(p.prior for p in law.params if p.name == "z"), PooledEffects)
-    z = np.asarray(point["z"], float)
-    beta = (z[:-J] if pooled else z).reshape(-1, J)
-    beta = beta - beta.mean(axis=1, keepdims=True)
-    if not pooled:
-        return point | {"z": beta.ravel().tolist()}
-    scale = np.maximum(np.sqrt(np.mean(beta**2, axis=0)), 1e-3)
-    return point | {"z": np.concatenate([beta.ravel(), np.log(scale)]).tolist()}
-
-
-def split_by_domain(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray):
-    """For the per-domain law without size terms on one-hot rows, one single-series problem
-    per evaluation domain ``[(law, x, y), ...]`` (least squares separates across domains:
-    only the shrinkage prior, which it ignores, joins them); else None."""
-    evals = list(law.evals)
-    if not law.name.startswith("mixing_domains") or any(r in law.inputs for r in SIZE_ROLES):
-        return None
-    W = np.stack([np.asarray(x[f"e.{i}"]) for i in evals], axis=1)
-    if not np.all((W == 0) | (W == 1)) or not np.all(W.sum(axis=1) == 1):
-        return None
-    domains = list(law.domains)
-    K = latent_count(law)
-    sub = mixing_law(domains, sizes=()) if K == 1 else mixing_implicit_law(domains, K, ())
-    return [(sub, {f"r.{d}": np.asarray(x[f"r.{d}"])[W[:, k] == 1] for d in domains},
-             np.asarray(y)[W[:, k] == 1]) for k in range(len(evals))]
-
-
-def join_domains(law: Law, points: Sequence[Mapping]) -> dict:
-    """The per-domain law's parameters from one single-series fit per evaluation domain."""
-    out = {"e_mid": [p["e_mid"] for p in points],
-           "z": [float(v) for p in points for v in p["z"]]}
-    if latent_count(law) == 1:
-        out["kappa"] = [p["kappa"] for p in points]
-    else:
-        out["kappa1"] = [p["kappa1"] for p in points]
-        out["gaps"] = [float(v) for p in points for v in p["gaps"]]
-    if isinstance(next(p.prior for p in law.params if p.name == "z"), PooledEffects):
-        out["z"] += [0.0] * len(law.domains)  # log tau: balanced
-    return balance_point(law, out)
 
 
 # ---------------------------------------------------------------- what the data identify
@@ -473,3 +424,7 @@ def check_rows(law: Law, df: pd.DataFrame) -> None:
                          f"(c, k, {len(mix_cols) - 1} mixture effects"
                          + (f", size terms for {'/'.join(sizes)}" if sizes else "")
                          + f"); fit it on at least {need} {unit} (got {have})")
+
+
+# least squares in linear-effect coordinates (re-exported: datalaws.fit.infer calls them here)
+from datalaws.fit.mixing_ls import balance_point, join_domains, split_by_domain  # noqa: E402

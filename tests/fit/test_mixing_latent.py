@@ -25,6 +25,9 @@ def _table(seed, K, n=120, J=3, evals=("a", "b")):
         truth["kappa"] = rng.uniform(1.0, 3.0, len(evals))
     else:  # well-separated curvatures: the latent terms are distinguishable
         truth |= {"kappa1": np.full(len(evals), 0.5), "gaps": np.full(len(evals) * (K - 1), 6.0)}
+        # terms 2+ are given by t = kappa beta: linear effects ~N(0, 1) as in term 1
+        kap = 0.5 + 6.0 * (np.arange(len(evals) * K) % K)
+        truth["z"] = (truth["z"].reshape(-1, J) * np.where(kap > 0.5, kap, 1.0)[:, None]).ravel()
     r = rng.dirichlet(np.full(J, 0.7), n)
     df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
     x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
