@@ -99,6 +99,8 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
     if folds:
         source = (f"backtest: {len(folds)} folds along "
                   f"{', '.join(sorted({f.direction for f in folds}))}")
+        source += (f"; beyond the farthest held-back row per direction (k_reach) the "
+                   f"default prior HalfNormal({prior_scale:g})")
         unseen = [g for g in groups if g not in {f.direction for f in folds}]
         if unseen:  # too few distinct values to cut along: neighbours' rows and the prior
             source += (f"; no fold along {', '.join(unseen)} (its k: the default prior "

@@ -61,7 +61,8 @@ LEVELS = (0.5, 0.8, 0.9)
 # Half-normal scale of the prior on k. Backtests on the public sweeps in ../shared/data give
 # k ~ 0.01-0.03 per axis on Chinchilla and 0.02-0.1 on datablations (bench/extrapolation.py
 # prints them): the prior's median (0.034) sits among them and its 95% point (0.1) above; where
-# no backtest is possible it is all there is.
+# no backtest is possible it is all there is. It also scales k beyond the backtests' reach
+# and is the prior of the folds' population hyper-scale (fit/discrepancy_hier.py).
 DEFAULT_K_SCALE = 0.05
 # How sharply a point's offset is attributed to the directions nearest it (the power of
 # |cos| in ``group_distances``). At 2, with the directions 45 degrees apart on (log N, log D),

@@ -62,19 +62,20 @@ def test_k_small_for_the_exact_law_and_restores_coverage_along_tokens_per_parame
     r = fit(df, "chinchilla", holdout=HOLD, config=CFG)
     d, h = exact.summary["discrepancy"], exact.summary["holdout"]["loss"]
     assert d["k_source"].startswith("backtest") and len(d["folds"]) >= 4
-    k_exact = max(v["q50"] for v in d["k_axes"].values())
-    k_broken = max(v["q50"] for v in r.summary["discrepancy"]["k_axes"].values())
-    # the exact law needs less widening than the drifting one, along M above all (the
-    # conservative calibration score keeps some k even for an exact law: fit/discrepancy.py)
     broken = r.summary["discrepancy"]["k_axes"]
-    assert k_exact < k_broken, (d["k_axes"], k_broken)
-    assert d["k_axes"]["M"]["q50"] < broken["M"]["q50"], (d["k_axes"], broken)
-    # the exact law stays covered (the conservative score over-covers it: 0.84 at 50% in
-    # bench/extrapolation.py, a known miss)
-    assert 0.8 <= h["coverage"]["0.9"], h
+    # the exact law's k shrinks to 0: every direction more likely needs none than not
+    # (the hierarchical k; bench/extrapolation.py: P(k = 0) 0.5-0.7, median k 0)
+    assert all(v["q50"] < 0.002 for v in d["k_axes"].values()), d["k_axes"]
+    assert np.mean([v["p_zero"] for v in d["k_axes"].values()]) > 0.5, d["k_axes"]
+    # the drifting law's is not 0 along some direction (the drift shows along D as much as
+    # along M: at a fixed size they are one)
+    assert min(v["p_zero"] for v in broken.values()) < 0.3, broken
+    # the exact law stays nominal: not over-covered (the earlier conservative score gave 0.84
+    # at 50%) nor under-covered
+    assert 0.35 <= h["coverage"]["0.5"] <= 0.75 and h["coverage"]["0.9"] >= 0.83, h
     before, after = _plain(r, df, HOLD), r.summary["holdout"]["loss"]
     assert before["coverage"]["0.8"] < 0.7, before  # the plain fit is confidently wrong
-    assert after["coverage"]["0.8"] >= 0.8 and after["coverage"]["0.9"] >= 0.85, after
+    assert after["coverage"]["0.5"] >= 0.3 and after["coverage"]["0.9"] >= 0.85, after
     assert after["median_abs_err"] <= before["median_abs_err"] * 1.1  # wider, not moved
 
     assert exact.samples()["nu"].min() > 2  # the likelihood keeps its variance finite
