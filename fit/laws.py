@@ -103,6 +103,9 @@ class Law:
     # latent terms whose posterior has distinct local optima: chains stuck in one of
     # negligible mass are dropped after sampling (datalaws.fit.chains; the mixing laws)
     minor_modes: bool = False
+    # per-row multiplier of the noise scale sigma, ``(x, p) -> [*batch, n]`` (the per-domain
+    # mixing law: each evaluation domain its own noise); None: one sigma for every row
+    noise_scale: Callable[[Mapping[str, Array], Mapping[str, Array]], Array] | None = None
 
     # The law's groups are spelled in its input roles: ``r.<domain>`` (training proportion),
     # ``e.<domain>`` (evaluation weight), ``w.<pool>`` (pool weight). Only this module reads

@@ -282,10 +282,27 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                  f"L = sum_i s_i (c_i + sum_k<={K} q_ik*exp(sum_j t_ikj r_j))")
         + _size_formula(sizes),
         params=(*params, *_size_params(sizes)), fn=fn, derived=derived,
+        noise_scale=_noise_scale(evals) if E >= 2 else None,
         reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain, eq. 3 explicit "
                   "composition" + latent_txt + ")",
         **(_common(domains, sizes) | {"unscaled": tuple(
             f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
+
+
+def _noise_scale(evals: Sequence[str]):
+    """Each row's noise relative to sigma, ``exp(sum_i s_i (u_i - mean u))``: evaluation
+    domains are not equally noisy (one sigma for all over-covers the quiet ones and
+    under-covers the noisy). Accumulated one domain at a time, as the law."""
+
+    def scale(x, p):
+        u = _front(p["noise"])
+        u = u - u.mean(axis=0)
+        out = 0.0
+        for i, ev in enumerate(evals):
+            out = out + jnp.asarray(x[f"e.{ev}"]) * u[i]
+        return jnp.exp(out)
+
+    return scale
 
 
 def _domains_flat(x, R, Z, e_mid, kap, evals, t_coords=True):
@@ -340,6 +357,10 @@ def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled
                          "first latent term"),
                    Param("gaps", _vec(_kappa_prior(), E * (K - 1)), "kappa_{k+1} - kappa_k "
                          "(> 0) per domain: the latent terms stay ordered")]
+    if E >= 2:
+        params.append(Param("noise", _vec(dist.Normal(0.0, 0.5), E), "log noise scale of each "
+                            "evaluation domain relative to sigma (centred: sigma is their "
+                            "geometric mean)"))
     series = [f"{i}/{k + 1}" if K > 1 else i for i in evals for k in range(K)]
     return params + [_z_param(domains, series, pooled, K if t_coords else 1)]
 

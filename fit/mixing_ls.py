@@ -41,6 +41,8 @@ def balance_point(law: Law, point: Mapping) -> dict:
     point = dict(point)
     if law.family != "mixing" or "z" not in point:
         return point
+    if "noise" in point:  # least squares says nothing of it: every domain starts at sigma
+        point["noise"] = [0.0] * len(law.evals)
     J = len(law.domains)
     prior = _z_prior(law)
     pooled = isinstance(prior, PooledEffects)
@@ -81,7 +83,7 @@ def split_by_domain(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray):
 
 def _to_t(point: Mapping, J: int) -> list[float]:
     """One series' effects with terms 2+ as t = kappa_k beta_k (kappa_k = kappa1 + gaps)."""
-    z = np.asarray(point["z"], float).reshape(-1, J)
+    z = np.array(point["z"], float).reshape(-1, J)  # a copy: the caller's point stays
     if len(z) > 1:
         kap = float(np.asarray(point["kappa1"])) + np.cumsum(np.asarray(point["gaps"], float))
         z[1:] *= kap[:, None]
@@ -102,6 +104,8 @@ def join_domains(law: Law, points: Sequence[Mapping]) -> dict:
     else:
         out["kappa1"] = [p["kappa1"] for p in points]
         out["gaps"] = [float(v) for p in points for v in p["gaps"]]
+    if len(law.evals) >= 2:
+        out["noise"] = [0.0] * len(law.evals)
     prior = _z_prior(law)
     if isinstance(prior, PooledEffects):
         out["z"] += [0.0] * (prior.G * J)  # log tau: balanced

@@ -130,6 +130,8 @@ def law_model(x: Mapping[str, jnp.ndarray], *, law: Law, y: jnp.ndarray | None =
             z = numpyro.sample("discrepancy_z", dist.Normal(0.0, 1.0))
             numpyro.deterministic("log_loss_law", log_mu)
             log_mu = log_mu + k * distance * z
+        if law.noise_scale is not None:  # rows of unequal noise (Law.noise_scale)
+            sigma = sigma * law.noise_scale(x, p)
         noise = (dist.StudentT(nu, log_mu, sigma) if nu is not None
                  else dist.Normal(log_mu, sigma))
         numpyro.sample("log_loss", noise, obs=None if y is None else jnp.log(y))

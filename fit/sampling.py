@@ -137,6 +137,8 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
         z = jax.random.normal(key_z, log_law.shape)
         log_true = log_law + jnp.asarray(sd, log_law.dtype) * z
     sigma = s["sigma"][:, None]
+    if law.noise_scale is not None:  # rows of unequal noise (Law.noise_scale)
+        sigma = sigma * law.noise_scale(xs, p)
     noise = (dist.StudentT(s["nu"][:, None], 0.0, sigma) if likelihood == "studentt"
              else dist.Normal(0.0, sigma))
     log_obs = log_true + noise.expand(log_law.shape).sample(key_noise)  # draw s: its sigma

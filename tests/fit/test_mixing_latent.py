@@ -114,3 +114,60 @@ def test_plan_mixture_on_a_one_size_fit(tmp_path):
     best = out["mixture"]
     assert abs(sum(best["mixture"].values()) - 1) < 1e-5
     assert 0.0 <= best["p_beats_runner_up"] <= 1.0 and 0.0 <= best["p_beats_default"] <= 1.0
+
+
+def test_each_evaluation_domain_has_its_own_noise():
+    # a quiet and a noisy validation domain: one sigma for both would over-cover the first
+    # and under-cover the second
+    rng = np.random.default_rng(4)
+    domains, evals, n = ["d0", "d1", "d2"], ["a", "b"], 100
+    law = mixing_domains_law(domains, evals, sizes=())
+    truth = {"e_mid": [3.0, 3.5], "kappa": [2.0, 1.0], "z": [0.5, -0.5, 0.0, -0.3, 0.6, -0.3]}
+    r = rng.dirichlet(np.full(3, 0.7), n)
+    df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
+    x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
+    for i, sd in (("a", 0.003), ("b", 0.03)):
+        onehot = {f"e.{e}": np.full(n, float(e == i)) for e in evals}
+        df[f"loss.{i}"] = np.asarray(law.fn(x | onehot, truth)) * np.exp(
+            sd * rng.standard_normal(n))
+    res = fit(df.iloc[:60], "mixing_domains1", discrepancy="none", config=FitConfig(
+        chains=4, warmup=300, draws=300, progress=False, likelihood="normal"))
+    ratio = np.median(np.diff(res.samples()["noise"], axis=1))
+    assert 1.6 < ratio < 2.9, ratio  # log(0.03 / 0.003) = 2.3
+    from datalaws.fit import predict
+
+    test = df.iloc[60:]
+    widths = {}
+    for i in evals:
+        p = predict(res, test[[f"mix.{d}" for d in domains]].assign(**{f"eval.{i}": 1.0}))
+        y = test[f"loss.{i}"].to_numpy()
+        cover = np.mean((p.loss_q05 <= y) & (y <= p.loss_q95))
+        assert 0.75 <= cover <= 1.0, (i, cover)
+        widths[i] = np.median(p.loss_q95 - p.loss_q05)
+    assert widths["b"] > 5 * widths["a"], widths
+
+
+def test_least_squares_in_linear_effects_is_the_same_law_in_t():
+    from datalaws.fit.mixing_ls import join_domains
+
+    rng = np.random.default_rng(1)
+    domains, evals = ["d0", "d1", "d2"], ["a", "b", "c"]
+    r = rng.dirichlet(np.ones(3), 30)
+    x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
+    beta_law = mixing_implicit_law(domains, 2, sizes=(), t_coords=False)
+    law = mixing_domains_law(domains, evals, sizes=(), latent=2)
+    points = [{"e_mid": 3.0 + k, "kappa1": 1.0 + k, "gaps": [3.0], "z": rng.normal(0, 0.5, 6)}
+              for k in range(3)]
+    joined = join_domains(law, points)
+    for k, e in enumerate(evals):
+        onehot = {f"e.{v}": np.full(30, float(v == e)) for v in evals}
+        np.testing.assert_allclose(np.asarray(law.fn(x | onehot, joined)),
+                                   np.asarray(beta_law.fn(x, points[k])), rtol=1e-5)
+
+
+def test_latent_terms_by_the_one_standard_error_rule():
+    from datalaws.fit.mixing_fit import _pick
+
+    assert _pick({1: 0.081, 2: 0.068, 3: 0.066}, {1: 0.004, 2: 0.004, 3: 0.004}) == 2
+    assert _pick({1: 0.081, 2: 0.068, 3: 0.060}, {1: 0.004, 2: 0.004, 3: 0.004}) == 3
+    assert _pick({1: 0.0300, 2: 0.0297}, {1: 0.0001, 2: 0.0001}) == 1  # within 2%
