@@ -175,6 +175,35 @@ def held_and_unions(r, table, unions):
     return out
 
 
+def reach_split(r, table):
+    """Held-out coverage within and beyond the backtests' reach along D: the discrepancy
+    widens by the backtested k within it and by the prior's k beyond (fit/discrepancy.py)."""
+    reach = (r.summary["discrepancy"].get("k_reach") or [None])[0]
+    if reach is None:
+        return
+    held = table[table.tokens >= 6e8]
+    offset = np.log(held.tokens.to_numpy() / max(FIT_BUDGETS))  # one pool: U is in the hull
+    hits = _row_hits(r, held)
+    print(f"backtests reach {reach:.2f} log units along D (the farthest held-back row); "
+          f"held-out rows {offset.min():.2f}-{offset.max():.2f} out:")
+    for label, m in (("within reach", offset <= reach), ("beyond reach", offset > reach)):
+        if m.any():
+            print(f"   {label:12s} ({int(m.sum())} runs): " + "; ".join(
+                f"{name} 50% {h[0][m].mean():.2f}, 90% {h[1][m].mean():.2f}"
+                for name, h in hits.items()))
+
+
+def _row_hits(r, held):
+    """Per held-out run: inside the 50% and the 90% interval, with the fit's k and k = 0."""
+    out = {}
+    for name, res in (("k", r), ("k=0", plain(r))):
+        dr = predictive_draws(res, held)
+        q = np.quantile(dr["loss"], [0.25, 0.75, 0.05, 0.95], axis=0)
+        obs = held.loss.to_numpy()
+        out[name] = ((q[0] <= obs) & (obs <= q[1]), (q[2] <= obs) & (obs <= q[3]))
+    return out
+
+
 def replicates(n):
     """Seeds 1..n fitted without the discrepancy: how often the b/tau intervals and the
     held-out runs' intervals cover over data sets (what calibration promises)."""
@@ -188,7 +217,8 @@ def replicates(n):
         missing = [k for k, v in c.items() if not v]
         print(f"seed {seed}: b/tau covered {cov[-1]}/10 (missing {missing}), "
               f"held-out 50/90% {held[-1][0]:.2f}/{held[-1][1]:.2f}, median |err| "
-              f"{held[-1][2]:.4f}, divergences {divs[-1]}, {secs:.0f} s")
+              f"{held[-1][2]:.4f}, divergences {divs[-1]}, R-hat "
+              f"{r.summary['diagnostics']['checks']['r_hat']['value']:.3f}, {secs:.0f} s")
     return cov, held, divs
 
 
@@ -214,6 +244,8 @@ def main():
             c50, c90, err = h[name, what]
             print(f"   {name:4s} coverage 50% {c50:.2f}, 90% {c90:.2f}; law-only median |err| "
                   f"{err:.4f}")
+        if what == "held":
+            reach_split(r, table)
     fp = plan_filtering(r, PLAN_BUDGETS, {p: PAPER_POOL_SIZE for p in TOP})
     picks = [LEVEL_NAMES[v] for v in fp.best.level]
     agree = sum(a == b for a, b in zip(picks, PAPER_CHOICE))
