@@ -18,7 +18,10 @@ training domains up to 5, 20 x 20 for the big one), a 3-size sweep (joint form) 
 implicit two-latent sweep, with known parameters: coverage of the true effects (recovery),
 held-out 90% coverage, median |error| of NUTS vs least squares.
 
-Usage: python bench/mixing.py [case ...]   (default: every case; `--quick` shorter chains)
+Usage: python bench/mixing.py [case ...] [--quick] [--timeout S]
+(default: every case, 4 chains x 500 warmup + 1000 draws, FitConfig's defaults; `--quick`
+4 x 300 + 300; a case running past S seconds, default 900, is stopped and its peak memory
+reported)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CASES = ("regmix", "regmix_pile_cc", "regmix_implicit", "sim2", "sim5", "sim20", "sim_sizes",
          "sim_implicit")
 QUICK = "--quick" in sys.argv
+TIMEOUT = float(sys.argv[sys.argv.index("--timeout") + 1]) if "--timeout" in sys.argv else 900.0
 
 
 def _config():
@@ -43,7 +47,7 @@ def _config():
 
     if QUICK:
         return FitConfig(chains=4, warmup=300, draws=300, progress=False)
-    return FitConfig(chains=4, warmup=500, draws=500, progress=False)
+    return FitConfig(progress=False)  # the defaults: what "diagnostics pass" means
 
 
 def _metrics(pred, y) -> dict:
@@ -57,6 +61,14 @@ def _metrics(pred, y) -> dict:
             "finite": bool(np.isfinite(pred.filter(like="loss").to_numpy()).all())}
 
 
+def _checks(r) -> dict:
+    """R-hat (worst), bulk and tail ESS (lowest), divergences of a NUTS fit; {} for a point
+    fit (nothing sampled)."""
+    c = r.diagnostics.to_dict().get("checks", {}) if r.diagnostics else {}
+    return {k: c[k]["value"] for k in ("r_hat", "ess_bulk", "ess_tail", "divergences")
+            if k in c}
+
+
 def _fit_both(train, law, test_points, y, **kw) -> dict:
     from datalaws.fit import fit, predict
 
@@ -67,7 +79,7 @@ def _fit_both(train, law, test_points, y, **kw) -> dict:
         out[method] = _metrics(predict(r, test_points), y) | {
             "fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "law": r.law.name,
-            "diagnostics": r.diagnostics.failures() or "ok",
+            "diagnostics": r.diagnostics.failures() or "ok", "checks": _checks(r),
             "dropped_chains": r.idata.posterior.attrs.get("dropped_chains")}
         out[method]["_result"] = r
     return out
@@ -208,11 +220,19 @@ def _child(name: str) -> dict:
     """Run one case in a fresh process: its result and its peak RSS (GB)."""
     proc = subprocess.Popen([sys.executable, __file__, "--child", name]
                             + (["--quick"] if QUICK else []), stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
+    t0 = time.perf_counter()
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = None
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}"}
+    if out is None or proc.returncode != 0:
+        why = (f"stopped after {time.perf_counter() - t0:.0f} s" if out is None
+               else f"exit {proc.returncode}")
+        return {"error": f"{why}; peak RSS {usage.ru_maxrss / 1e6:.2f} GB, "
+                         f"cpu {usage.ru_utime + usage.ru_stime:.0f} s"}
     res = json.loads(out.strip().splitlines()[-1])
     # CPU seconds of the whole case (both methods, prediction): on a shared machine the wall
     # clock measures the neighbours; CPU time / 2 bounds the wall time on 2 free cores
@@ -225,8 +245,15 @@ def _row(name, r, m):
     extra = "".join(f" {v.get(k, float('nan')):7.3f}" for k in ("rank_60m", "rank_1b"))
     return (f"{name:16s} {m:5s} {v['spearman']:8.4f} {v['mae']:7.4f} {v['median_err']:7.4f} "
             f"{v['cov90']:6.2f} {v['fit_s']:7.0f} {v['cpu_s']:7.0f} {r['peak_rss_gb']:6.2f}"
-            f"{extra}  "
+            f"{extra} {_diag(v.get('checks', {}))}  "
             f"{v['law']} {'' if v['diagnostics'] == 'ok' else 'DIAG: ' + str(v['diagnostics'])}")
+
+
+def _diag(c: dict) -> str:
+    if not c:
+        return f"{'-':>6s} {'-':>5s} {'-':>5s} {'-':>3s}"
+    return (f"{c.get('r_hat', float('nan')):6.3f} {c.get('ess_bulk', float('nan')):5.0f} "
+            f"{c.get('ess_tail', float('nan')):5.0f} {c.get('divergences', 0):3.0f}")
 
 
 def main() -> None:
@@ -234,9 +261,10 @@ def main() -> None:
         name = sys.argv[sys.argv.index("--child") + 1]
         print(json.dumps(run_case(name), default=str))
         return
-    names = [a for a in sys.argv[1:] if not a.startswith("--")] or list(CASES)
+    names = [a for a in sys.argv[1:] if not a.startswith("--") and a in CASES] or list(CASES)
     print(f"{'case':16s} {'meth':5s} {'spearman':>8s} {'mae':>7s} {'mederr':>7s} {'cov90':>6s} "
-          f"{'fit_s':>7s} {'cpu_s':>7s} {'rss_gb':>6s} {'r60m':>7s} {'r1b':>7s}")
+          f"{'fit_s':>7s} {'cpu_s':>7s} {'rss_gb':>6s} {'r60m':>7s} {'r1b':>7s} {'rhat':>6s} "
+          f"{'essB':>5s} {'essT':>5s} {'div':>3s}")
     for name in names:
         r = _child(name)
         if "error" in r:
