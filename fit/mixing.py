@@ -23,6 +23,9 @@ non-centred ``tau_j * z_ij`` would leave NUTS a curved ridge per domain to crawl
 With one or two loss series there is too little to learn a scale from: the effects are
 ``z`` themselves, shrunk by a fixed ``N(0, 1)`` (nats per unit of proportion).
 
+With 2+ evaluation domains each has its own noise: ``noise`` [E] holds centred log
+multipliers of sigma (``Law.noise_scale``), prior N(0, 0.5).
+
 Size terms ``a (N/N0)^-alpha`` and ``b (D/D0)^-beta`` enter only for the inputs the table
 varies (``sizes``); at one size the law has none and cannot be asked about another.
 
