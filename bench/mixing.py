@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,16 +221,22 @@ def _child(name: str) -> dict:
     """Run one case in a fresh process: its result and its peak RSS (GB)."""
     proc = subprocess.Popen([sys.executable, __file__, "--child", name]
                             + (["--quick"] if QUICK else []), stdout=subprocess.PIPE, text=True)
-    t0 = time.perf_counter()
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out = None
-    _, status, usage = os.wait4(proc.pid, 0)
+    t0, chunks, stopped = time.perf_counter(), [], False
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    while True:  # reaped here, not by Popen: wait4 gives this child's own peak RSS
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if not stopped and time.perf_counter() - t0 > TIMEOUT:
+            proc.kill()
+            stopped = True
+        time.sleep(0.5)
+    reader.join()
+    out = "".join(chunks)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if out is None or proc.returncode != 0:
-        why = (f"stopped after {time.perf_counter() - t0:.0f} s" if out is None
+    if stopped or proc.returncode != 0:
+        why = (f"stopped after {time.perf_counter() - t0:.0f} s" if stopped
                else f"exit {proc.returncode}")
         return {"error": f"{why}; peak RSS {usage.ru_maxrss / 1e6:.2f} GB, "
                          f"cpu {usage.ru_utime + usage.ru_stime:.0f} s"}
