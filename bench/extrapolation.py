@@ -14,7 +14,8 @@ in fit/discrepancy_hier.py, the prior's k beyond the folds' reach). Prints cover
 50/80/90% intervals, median |err|, whether every predicted value is finite, each axis' k (rms
 of a new fold's k within the folds' reach: the sd it adds per unit of distance) and the fit
 time with all backtests over the plain fit's (point fit + NUTS, timed in the same run;
-timings on a shared machine are inflated, the ratio less so).
+timings on a shared machine are inflated, the ratio less so), and how many fold fits passed
+their R-hat bar.
 """
 
 import os
@@ -64,7 +65,7 @@ cases = [
 ]
 only = sys.argv[1:]  # optional case indices
 print(f"{'data':13s} {'holdout':13s} {'mode':8s} {'n':>3s} {'cov50':>6s} {'cov80':>6s} "
-      f"{'cov90':>6s} {'med|err|':>8s} {'finite':>6s}  k per axis (rms)      time ratio")
+      f"{'cov90':>6s} {'med|err|':>8s} {'finite':>6s}  time ratio  k per axis (rms); folds")
 for i, (name, df, law, cols, hold) in enumerate(cases):
     if only and str(i) not in only:
         continue
@@ -77,9 +78,12 @@ for i, (name, df, law, cols, hold) in enumerate(cases):
     groups = r.discrepancy["k_groups"]
     rms = np.sqrt((np.asarray(r.discrepancy["k_draws"])[:, :len(groups)] ** 2).mean(axis=0))
     ks = ", ".join(f"{g} {v:.3g}" for g, v in zip(groups, rms))
+    folds = r.discrepancy["folds"]
+    ks += (f"; folds R-hat <= 1.05: {sum(f['ok'] for f in folds)}/{len(folds)} (worst "
+           f"{max((f['r_hat'] for f in folds), default=np.nan):.3f})")
     for mode, res in (("none", plain), ("backtest", r)):
         h = holdout_scores(res, held)["loss"]
         c = h["coverage"]
         print(f"{name:13s} {hold:13s} {mode:8s} {h['n']:3d} {c['0.5']:6.2f} {c['0.8']:6.2f} "
               f"{c['0.9']:6.2f} {h['median_abs_err']:8.4f} {str(h['finite']):>6s}  "
-              + (f"{ks:22s} {ratio:.2f}" if mode == "backtest" else ""), flush=True)
+              + (f"{ratio:5.2f}  {ks}" if mode == "backtest" else ""), flush=True)

@@ -71,7 +71,16 @@ DEFAULT_K_SCALE = 0.05
 # apart (per-axis scales could not; for Chinchilla's four directions this is a full learned
 # metric, sd^2 = o' K o with K = sum_j k_j^2 u_j u_j' / 2), neighbours still share evidence.
 # Sharper (4, 8) split the folds' evidence more finely without calibrating the public
-# sweeps' held-out rows better (bench/extrapolation.py, any of them).
+# sweeps' held-out rows better (bench/extrapolation.py, any of them). Its price: a point
+# straight along M takes a quarter of D's k, and Chinchilla's D/N >= 60 holdout (inside the
+# fitted D range) over-covers, 0.79 at 50%. Distance per direction as the excess beyond the
+# fitted runs' range along that direction alone (inside the D range: none of D's k), or the
+# hull's attribution limited to the directions a point leaves the range of, fixes that
+# (0.40-0.44 at 50%, forward excess only) but drops C >= 1e21 to 0.09-0.17 at 50%: those
+# runs are inside the N and D ranges, beyond only in compute, and drift 2-3x more than the
+# compute folds did; two-sided excess lets under-trained large runs (misses of 0.26-0.30)
+# set M's k, and D/N >= 60 covers 1.00. With four fixed directions no PSD metric has
+# variance along D and none along both C and M, so the hull's attribution stays.
 SHARPNESS = 2.0
 # Prior probability that a direction needs no discrepancy (k = 0 exactly) where backtests
 # can tell: a law that is right along a direction then gets no widening along it, rather
