@@ -125,7 +125,7 @@ def test_implicit_form_chooses_latent_domains_and_predicts():
     domains = ["books", "code", "web"]
     law = get_law("mixing_implicit2", domains=domains, sizes=())
     truth = {"e_mid": 3.0, "kappa1": 1.0, "gaps": np.array([4.0]),
-             "z": np.array([0.6, -0.5, 0.0, -0.4, 0.1, 0.5])}
+             "z": np.array([0.6, -0.5, 0.0, -2.0, 0.5, 2.5])}  # latent 2 by t = kappa beta
     r = _mixtures(rng, 160, 3)
     x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
     df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
