@@ -99,6 +99,21 @@ def _run_folds(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: Fit
     return folds
 
 
+def _k_source(folds: list, groups: list[str], prior_scale: float) -> str:
+    """Where k comes from, in words, for the summary and the report."""
+    if not folds:
+        return f"default prior HalfNormal({prior_scale:g}) only: no backtest possible"
+    along = {f.direction for f in folds}
+    source = (f"backtest: {len(folds)} folds along {', '.join(sorted(along))}; beyond the "
+              f"farthest held-back row per direction (k_reach) the default prior "
+              f"HalfNormal({prior_scale:g})")
+    unseen = [g for g in groups if g not in along]
+    if unseen:  # too few distinct values to cut along: neighbours' rows and the prior
+        source += (f"; no fold along {', '.join(unseen)} (its k: the default prior "
+                   f"HalfNormal({prior_scale:g}) and rows of nearby directions)")
+    return source
+
+
 def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitConfig,
             point: Mapping[str, float], *, noise=None, prior_scale: float = disc.DEFAULT_K_SCALE
             ) -> tuple[dict, np.ndarray]:
@@ -117,19 +132,10 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
     # beyond the farthest held-back row per direction the folds say nothing: the prior's k
     k_far = disc.k_posterior([], len(groups), scale=prior_scale, n=K_DRAWS,
                              seed=config.seed + 1).draws
-    if folds:
-        source = (f"backtest: {len(folds)} folds along "
-                  f"{', '.join(sorted({f.direction for f in folds}))}")
-        source += (f"; beyond the farthest held-back row per direction (k_reach) the "
-                   f"default prior HalfNormal({prior_scale:g})")
-        unseen = [g for g in groups if g not in {f.direction for f in folds}]
-        if unseen:  # too few distinct values to cut along: neighbours' rows and the prior
-            source += (f"; no fold along {', '.join(unseen)} (its k: the default prior "
-                       f"HalfNormal({prior_scale:g}) and rows of nearby directions)")
-    else:
-        source = (f"default prior HalfNormal({prior_scale:g}) only: no backtest possible "
-                  f"({len(data.y)} runs; each fold needs {min_fit} runs below its cut and 3 "
-                  f"above)")
+    source = _k_source(folds, groups, prior_scale)
+    if not folds:
+        source += (f" ({len(data.y)} runs; each fold needs {min_fit} runs below its cut and 3 "
+                   f"above)")
         warnings.warn(f"k: {source}", stacklevel=3)
     bad = [i for i, f in enumerate(folds) if not f.diagnostics["ok"]]
     if bad:

@@ -229,6 +229,21 @@ def _latent_kappas(p, name1: str, series: int, latent: int):
     return jnp.concatenate([k1[:, None], k1[:, None] + jnp.cumsum(gaps, axis=1)], axis=1)
 
 
+def _domains_by_draw(x, R, Z, e_mid, kap, evals: Sequence[str], t_coords: bool):
+    """The per-domain law over draws, one evaluation domain at a time (bounded memory)."""
+    J, K = R.shape[0], kap.shape[1]
+    total = 0.0
+    for i, ev in enumerate(evals):
+        loss = e_mid[i]
+        for k in range(K):
+            s = (i * K + k) * J
+            g = jnp.einsum("j...,j...->...", Z[s:s + J], R)
+            t_row = t_coords and k > 0
+            loss = loss + exp_curve(g / kap[i, k] if t_row else g, kap[i, k])
+        total = total + jnp.asarray(x[f"e.{ev}"]) * loss
+    return total
+
+
 def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                        sizes: Sequence[str] = SIZE_ROLES, latent: int = 1,
                        t_coords: bool = True) -> Law:
@@ -264,15 +279,7 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
         if Z.ndim == 1:  # one parameter set (the sampler, least squares): one matmul
             total = _domains_flat(x, R, Z, e_mid, kap, evals, t_coords)
         else:  # draws: [E, draws, rows] at once is what made 20 x 20 take 13 GB
-            total = 0.0
-            for i, ev in enumerate(evals):
-                loss = e_mid[i]
-                for k in range(K):
-                    s = (i * K + k) * J
-                    g = jnp.einsum("j...,j...->...", Z[s:s + J], R)
-                    t_row = t_coords and k > 0
-                    loss = loss + exp_curve(g / kap[i, k] if t_row else g, kap[i, k])
-                total = total + jnp.asarray(x[f"e.{ev}"]) * loss
+            total = _domains_by_draw(x, R, Z, e_mid, kap, evals, t_coords)
         return _positive(total + _size_terms(x, p, sizes))
 
     derived = _domains_derived(domains, evals, sizes, K, pooled)
