@@ -129,9 +129,11 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
                             seed=config.seed, names=groups)
     ks = post.draws  # [draws, groups]: within the folds' reach (all of it without folds)
     reach = np.max(np.concatenate([f.d for f in folds]), axis=0) if folds else None
-    # beyond the farthest held-back row per direction the folds say nothing: the prior's k
-    k_far = disc.k_posterior([], len(groups), scale=prior_scale, n=K_DRAWS,
-                             seed=config.seed + 1).draws
+    k_draws = ks
+    if folds:  # beyond the farthest held-back row per direction the folds say nothing
+        k_far = disc.k_posterior([], len(groups), scale=prior_scale, n=K_DRAWS,
+                                 seed=config.seed + 1).draws  # the prior's k there
+        k_draws = np.concatenate([ks, k_far], axis=1)
     source = _k_source(folds, groups, prior_scale)
     if not folds:
         source += (f" ({len(data.y)} runs; each fold needs {min_fit} runs below its cut and 3 "
@@ -158,8 +160,7 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
                     f"{disc.P_ZERO:g}, else s ~ HalfNormal(tau), tau ~ HalfNormal("
                     f"{prior_scale:g})" if folds else f"HalfNormal({prior_scale:g})"),
         "sharpness": disc.SHARPNESS,
-        "k_draws": np.round(ks[:1000] if reach is None else
-                            np.concatenate([ks, k_far], axis=1)[:1000], 6).tolist(),
+        "k_draws": np.round(k_draws[:1000], 6).tolist(),
         "k_reach": None if reach is None else reach.tolist(),
         "k_beyond_reach": (None if reach is None else
                            f"HalfNormal({prior_scale:g}) per direction beyond k_reach"),
