@@ -72,6 +72,67 @@ def init_near(site=None, values: Mapping[str, np.ndarray] | None = None, scale: 
     return t(u + scale * jax.random.normal(key, sample_shape + u.shape))
 
 
+ADAPT_MAX_PARAMS = 100  # beyond: a fixed Laplace mass, not one adapted in warmup windows
+
+
+def laplace_inverse_mass(model, init_values, x, y, *, floor: float = 1.0,
+                         chunk: int = 8) -> np.ndarray:
+    """A dense inverse mass matrix from a Laplace approximation: the inverse Hessian of the
+    potential (negative log posterior, unconstrained scale, numpyro's ``ravel_pytree`` order
+    of the sites) at ``init_values``. Curvatures below ``floor`` (flat, or negative: the
+    point fit is not the posterior's mode) are raised to it, so no direction is wider than
+    numpyro's identity start. (At a mode found by L-BFGS on the potential instead, warmup
+    was slower on the 20 x 20 sweep: the chains start at the point fit, and its curvature
+    is what they meet first.) The Hessian is built from Hessian-vector products ``chunk``
+    at a time: memory of ``chunk`` gradients, whatever the number of parameters."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer import init_to_value
+    from numpyro.infer.util import initialize_model
+
+    info, potential, _, _ = initialize_model(
+        jax.random.PRNGKey(0), model, init_strategy=init_to_value(values=init_values),
+        model_args=(x,), model_kwargs={"y": y})
+    at, unravel = ravel_pytree(info.z)
+    grad = jax.grad(lambda u: potential(unravel(u)))
+
+    def hvp(v):
+        return jax.jvp(grad, (at,), (v,))[1]
+
+    H = np.asarray(jax.lax.map(hvp, jnp.eye(at.size, dtype=at.dtype), batch_size=chunk),
+                   np.float64)
+    lam, V = np.linalg.eigh(0.5 * (H + H.T))
+    return (V / np.maximum(lam, floor)) @ V.T
+
+
+def unconstrained_size(law: Law) -> int:
+    """Elements of the law's parameters (each a scalar or a vector site)."""
+    return sum(int(np.prod(p.prior.event_shape)) for p in law.params)
+
+
+def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> dict:
+    """NUTS's mass-matrix options: numpyro's defaults (identity start, dense, adapted) up
+    to ``ADAPT_MAX_PARAMS`` parameters; beyond, a fixed Laplace mass (``laplace_inverse_mass``).
+
+    Why: a dense mass is estimated per adaptation window, and 500 warmup steps end with a
+    window of 200 draws: a covariance of P > 100 dimensions from 200 correlated draws is
+    mostly noise (a 420-effect mixing law then took the maximum 1023 leapfrog steps every
+    iteration, before adaptation with the identity start and after it with the estimate). A
+    diagonal mass does not help there: the effects of one evaluation domain are correlated
+    through the simplex (proportions sum to 1). The Laplace mass at the point fit took ~31
+    steps per draw on the 20 x 20 sweep (measured, bench/mixing.py sim20). Folded fits
+    (backtests) and joint accuracy links keep the defaults."""
+    if folds or link is not None or unconstrained_size(law) <= ADAPT_MAX_PARAMS:
+        return {}
+    at = {k: np.asarray(v, float) for k, v in init_values.items()}
+    xj = {k: jnp.asarray(v) for k, v in x.items()}
+    # the noise the point fit leaves (robust sd of its log residuals), not the sampler's
+    # start of 0.02: every law parameter's curvature scales with 1 / sigma^2
+    resid = np.log(y) - np.log(np.asarray(law.fn(xj, {k: jnp.asarray(v) for k, v in at.items()})))
+    at["sigma"] = np.asarray(max(1.4826 * np.median(np.abs(resid - np.median(resid))), 1e-4))
+    return {"inverse_mass_matrix": laplace_inverse_mass(model, at, xj, jnp.asarray(y)),
+            "adapt_mass_matrix": False}
+
+
 def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitConfig, *,
              link: AccuracyLink | None = None, acc: np.ndarray | None = None,
              init: Mapping[str, float] | None = None, mask: np.ndarray | None = None,
@@ -83,6 +144,10 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
     unconstrained scale (``init_near``).
     """
     chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
+    if unconstrained_size(law) > ADAPT_MAX_PARAMS:
+        # measured on the 20 x 20 sweep: parallel (pmap) chains' memory grew through
+        # sampling past 4.6 GB; vectorised chains' stayed flat
+        chain_method = "vectorized"
     shape = (len(mask), 1) if mask is not None and np.ndim(mask) == 2 else ()  # per fold
     # vector parameters (the mixing laws') keep their own trailing shape
     init_values = {n: np.broadcast_to(np.asarray(v, float), shape + np.shape(v))
@@ -93,8 +158,9 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
     # law, likelihood and link are static: bind them, so only arrays are traced model args
     model = functools.partial(law_model, law=law, likelihood=config.likelihood, link=link,
                               noise=noise)
+    mass = _mass_options(law, model, init_values, x, y, folds=bool(shape), link=link)
     kernel = NUTS(model, init_strategy=init_near(values=init_values, scale=disperse),
-                  target_accept_prob=config.target_accept, dense_mass=True)
+                  target_accept_prob=config.target_accept, dense_mass=True, **mass)
     mcmc = MCMC(kernel, num_warmup=config.warmup, num_samples=config.draws,
                 num_chains=config.chains, chain_method=chain_method,
                 progress_bar=config.progress and chain_method != "parallel")
