@@ -118,7 +118,7 @@ def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> d
     mostly noise (a 420-effect mixing law then took the maximum 1023 leapfrog steps every
     iteration, before adaptation with the identity start and after it with the estimate). A
     diagonal mass does not help there: the effects of one evaluation domain are correlated
-    through the simplex (proportions sum to 1). The Laplace mass at the point fit took ~31
+    through the simplex (proportions sum to 1). The Laplace mass at the point fit took ~100
     steps per draw on the 20 x 20 sweep (measured, bench/mixing.py sim20). Folded fits
     (backtests) and joint accuracy links keep the defaults."""
     if folds or link is not None or unconstrained_size(law) <= ADAPT_MAX_PARAMS:
