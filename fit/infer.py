@@ -16,7 +16,13 @@ from threadpoolctl import threadpool_limits
 from datalaws.fit.diagnostics import Diagnostics, diagnose
 from datalaws.fit.laws import Law
 from datalaws.fit.model import AccuracyLink, law_model, noise_prior
-from datalaws.fit.sampling import FitConfig, init_near, posterior_predictive, run_nuts
+from datalaws.fit.sampling import (
+    FitConfig,
+    init_near,
+    param_sizes,
+    posterior_predictive,
+    run_nuts,
+)
 
 __all__ = [
     "FitConfig",
@@ -73,15 +79,10 @@ def point_fit(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, *, delta: fl
     return mixing.balance_point(law, best)  # hierarchical scales: the split the prior favours
 
 
-def _sizes(law: Law) -> list[int]:
-    """Elements of each parameter (1 for a scalar; vector parameters hold many)."""
-    return [int(np.prod(p.prior.event_shape)) for p in law.params]
-
-
 def _random_starts(law: Law, transforms, starts: int, seed: int) -> np.ndarray:
     """[starts, P] unconstrained starts: prior medians, then random prior quantiles, drawn
     for every element of every parameter."""
-    sizes = _sizes(law)
+    sizes = param_sizes(law)
     qs = np.random.default_rng(seed).uniform(0.1, 0.9, (starts, sum(sizes)))
     qs[0] = 0.5
     cols, at = [], 0
@@ -99,7 +100,7 @@ def _point_fit(law, x, y, *, delta, starts, seed, polish_best, minimize, polish_
     names = [p.name for p in law.params]
     transforms = [biject_to(p.prior.support) for p in law.params]
     shapes = [p.prior.event_shape for p in law.params]
-    ends = np.cumsum(_sizes(law))
+    ends = np.cumsum(param_sizes(law))
     u0 = _random_starts(law, transforms, starts, seed)
     xj = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
     log_y = jnp.log(jnp.asarray(y, jnp.float64))

@@ -104,9 +104,14 @@ def laplace_inverse_mass(model, init_values, x, y, *, floor: float = 1.0,
     return (V / np.maximum(lam, floor)) @ V.T
 
 
+def param_sizes(law: Law) -> list[int]:
+    """Elements of each parameter (1 for a scalar; vector parameters hold many)."""
+    return [int(np.prod(p.prior.event_shape)) for p in law.params]
+
+
 def unconstrained_size(law: Law) -> int:
     """Elements of the law's parameters (each a scalar or a vector site)."""
-    return sum(int(np.prod(p.prior.event_shape)) for p in law.params)
+    return sum(param_sizes(law))
 
 
 def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> dict:
