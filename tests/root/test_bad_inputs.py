@@ -347,10 +347,12 @@ def test_interrupted_prepare_leaves_no_store(tmp_path, sig):
     import time
 
     rng = np.random.default_rng(0)
-    words = ["".join(rng.choice(list("abcdefghijklmnop"), rng.integers(2, 9))) for _ in
-             range(3000)]
+    # many distinct words, so BPE training has every merge to make: the work after the
+    # store appears lasts seconds, not a fraction of the poll (CI once finished first)
+    words = np.array(["".join(rng.choice(list("abcdefghijklmnop"), rng.integers(4, 12)))
+                      for _ in range(60000)])
     with open(tmp_path / "big.jsonl", "w") as f:
-        for _ in range(5000):
+        for _ in range(8000):
             f.write(json.dumps({"text": " ".join(rng.choice(words, 60))}) + "\n")
     store = tmp_path / "store"
     p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "data", "prepare",
@@ -362,7 +364,7 @@ def test_interrupted_prepare_leaves_no_store(tmp_path, sig):
     t0 = time.time()
     while not store.exists():  # the store appears once the corpus is read and checked
         assert p.poll() is None and time.time() - t0 < 300, p.stderr.read()
-        time.sleep(0.05)
+        time.sleep(0.01)
     p.send_signal(getattr(signal, sig))
     assert p.wait(timeout=120) == 130
     err = p.stderr.read().strip()
