@@ -116,7 +116,8 @@ def unconstrained_size(law: Law) -> int:
 
 def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> dict:
     """NUTS's mass-matrix options: numpyro's defaults (identity start, dense, adapted) up
-    to ``ADAPT_MAX_PARAMS`` parameters; beyond, a fixed Laplace mass (``laplace_inverse_mass``).
+    to ``ADAPT_MAX_PARAMS`` parameters; beyond, a fixed Laplace mass (``laplace_inverse_mass``;
+    ``run_nuts`` rescales it halfway through warmup, ``_laplace_rescaled``).
 
     Why: a dense mass is estimated per adaptation window, and 500 warmup steps end with a
     window of 200 draws: a covariance of P > 100 dimensions from 200 correlated draws is
@@ -136,6 +137,46 @@ def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> d
     at["sigma"] = np.asarray(max(1.4826 * np.median(np.abs(resid - np.median(resid))), 1e-4))
     return {"inverse_mass_matrix": laplace_inverse_mass(model, at, xj, jnp.asarray(y)),
             "adapt_mass_matrix": False}
+
+
+def _laplace_rescaled(model, mass: dict, init_values, disperse: float, config: FitConfig,
+                      chain_method: str, args, kwargs):
+    """First half of warmup with the fixed Laplace mass, then the mass that keeps Laplace's
+    correlations but takes each direction's variance from the pooled warmup draws of all
+    chains (second half of that stage): (key, chains' unconstrained states, mass options).
+
+    Why: the curvature at the point fit misjudges directions whose posterior is skewed or
+    bounded (one domain's curvature kappa of the 20 x 20 sweep has a long tail towards 0,
+    logit sd 1.0 in the draws), and a fixed mass never learns it: R-hat 1.018 and a tail ESS
+    of 33 there with Laplace's mass throughout, R-hat 1.005 and tail ESS >= 2000 rescaled
+    (bench/mixing.py sim20). P variances from 4 x 125 draws are well determined where a
+    dense P x P covariance (P ~ 480) is not. The warmup's length is unchanged."""
+    from numpyro.infer.util import get_transforms, transform_fn
+
+    key, sub = jax.random.split(jax.random.PRNGKey(config.seed))
+    kernel = NUTS(model, init_strategy=init_near(values=init_values, scale=disperse),
+                  target_accept_prob=config.target_accept, dense_mass=True, **mass)
+    first = MCMC(kernel, num_warmup=config.warmup // 2, num_samples=1,  # warmup only
+                 num_chains=config.chains, chain_method=chain_method,
+                 progress_bar=config.progress and chain_method != "parallel")
+    first.warmup(sub, *args, collect_warmup=True, **kwargs)
+    # the latent sites (no deterministic ones), constrained; the mass is unconstrained
+    draws = {k: v for k, v in first.get_samples(group_by_chain=True).items()
+             if k in first.last_state.z}
+    one = jax.tree_util.tree_map(lambda v: v[0, 0], draws)
+    u = transform_fn(get_transforms(model, args, kwargs, one), draws, invert=True)
+    # numpyro's ravel order (ravel_pytree of the sites: sorted names, C order)
+    flat = np.concatenate([np.reshape(u[k], u[k].shape[:2] + (-1,)) for k in sorted(u)],
+                          axis=-1)  # [chains, draws, P]
+    laplace = np.asarray(mass["inverse_mass_matrix"], np.float64)
+    assert flat.shape[-1] == len(laplace), (flat.shape, laplace.shape)
+    half = np.asarray(flat[:, flat.shape[1] // 2:], np.float64)
+    n = half.shape[0] * half.shape[1]
+    var = ((half - half.mean(axis=1, keepdims=True)) ** 2).sum(axis=(0, 1)) / (n - len(half))
+    sd_l = np.sqrt(np.diag(laplace))
+    sd = np.sqrt((n * var + 10 * sd_l ** 2) / (n + 10))  # 10 pseudo-draws of Laplace's
+    inv_mass = laplace / np.outer(sd_l, sd_l) * np.outer(sd, sd)
+    return key, first.last_state.z, mass | {"inverse_mass_matrix": inv_mass}
 
 
 def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitConfig, *,
@@ -164,19 +205,26 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
     model = functools.partial(law_model, law=law, likelihood=config.likelihood, link=link,
                               noise=noise)
     mass = _mass_options(law, model, init_values, x, y, folds=bool(shape), link=link)
-    kernel = NUTS(model, init_strategy=init_near(values=init_values, scale=disperse),
-                  target_accept_prob=config.target_accept, dense_mass=True, **mass)
-    mcmc = MCMC(kernel, num_warmup=config.warmup, num_samples=config.draws,
-                num_chains=config.chains, chain_method=chain_method,
-                progress_bar=config.progress and chain_method != "parallel")
     t0 = time.perf_counter()
     if config.progress:
         print(f"sampling {law.name}: {config.chains} chains ({chain_method}) x "
               f"{config.warmup}+{config.draws} draws on {len(y)} runs ...", flush=True)
-    mcmc.run(jax.random.PRNGKey(config.seed), {k: jnp.asarray(v) for k, v in x.items()},
-             extra_fields=("diverging", "energy", "num_steps"), y=jnp.asarray(y),
-             acc=None if acc is None else jnp.asarray(acc),
-             mask=None if mask is None else jnp.asarray(mask))
+    args = ({k: jnp.asarray(v) for k, v in x.items()},)
+    kwargs = {"y": jnp.asarray(y), "acc": None if acc is None else jnp.asarray(acc),
+              "mask": None if mask is None else jnp.asarray(mask)}
+    key, warm = jax.random.PRNGKey(config.seed), config.warmup
+    init_params = None
+    if mass and config.warmup >= 100:  # a fixed mass: first half of warmup measures its scales
+        key, init_params, mass = _laplace_rescaled(model, mass, init_values, disperse, config,
+                                                   chain_method, args, kwargs)
+        warm = config.warmup - config.warmup // 2
+    kernel = NUTS(model, init_strategy=init_near(values=init_values, scale=disperse),
+                  target_accept_prob=config.target_accept, dense_mass=True, **mass)
+    mcmc = MCMC(kernel, num_warmup=warm, num_samples=config.draws,
+                num_chains=config.chains, chain_method=chain_method,
+                progress_bar=config.progress and chain_method != "parallel")
+    mcmc.run(key, *args, extra_fields=("diverging", "energy", "num_steps"),
+             init_params=init_params, **kwargs)
     jax.block_until_ready(mcmc.get_samples())  # dispatch is async: time the real work
     if config.progress:
         print(f"sampled in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -187,22 +235,38 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
                          x: Mapping[str, np.ndarray], *, likelihood: str,
                          link: AccuracyLink | None = None,
                          distance: np.ndarray | None = None, k: float | np.ndarray = 0.0,
-                         seed: int = 1) -> dict[str, np.ndarray]:
+                         seed: int = 1, block: int = 500) -> dict[str, np.ndarray]:
     """Draws [samples, n] of ``loss`` (a new observed run), ``loss_law`` and accuracies.
 
     ``k`` is the discrepancy scale: one value, one per posterior draw [S], or one per draw
     and axis group [S, G] with ``distance`` then the offsets [n, G] from the fitted hull.
 
     The same generative story as ``law_model`` with ``y=None``, written out vectorised over
-    draws (``Predictive`` re-traces the model per call, which costs seconds in backtests).
+    draws (``Predictive`` re-traces the model per call, which costs seconds in backtests),
+    ``block`` draws at a time: every temporary is [block, n], not [S, n] (the Student-t
+    noise alone took 1.2 GB for 4000 draws x 2000 rows of the 20 x 20 mixing sweep).
     """
-    key_z, key_noise, key_acc = jax.random.split(jax.random.PRNGKey(seed), 3)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    S = len(next(iter(samples.values())))
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim and k.shape[0] != S:  # fewer k draws than posterior draws: recycled in order
+        k = np.resize(k, (S,) + k.shape[1:])
+    xs = {r: jnp.asarray(v)[None, :] for r, v in x.items()}
+    parts = [_predictive_block(law, {n: v[a:a + block] for n, v in samples.items()}, xs,
+                               likelihood, link, distance, k[a:a + block] if k.ndim else k,
+                               [jax.random.fold_in(key, a // block) for key in keys])
+             for a in range(0, S, block)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k, keys
+                      ) -> dict[str, np.ndarray]:
+    """``posterior_predictive`` for one block of draws."""
+    key_z, key_noise, key_acc = keys
     s = {name: jnp.asarray(v) for name, v in samples.items()}
     p = {prm.name: s[prm.name][:, None] for prm in law.params}
-    xs = {r: jnp.asarray(v)[None, :] for r, v in x.items()}
     log_law = jnp.log(law.fn(xs, p))  # [S, n]
     log_true = log_law
-    k = np.asarray(k, dtype=np.float64)
     if distance is not None and np.any(k > 0):
         sd = discrepancy_sd(k, np.asarray(distance, dtype=np.float64), log_law.shape[0])
         z = jax.random.normal(key_z, log_law.shape)
