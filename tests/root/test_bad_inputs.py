@@ -339,35 +339,44 @@ def test_suite_is_large_enough():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
 
 
+# The signal is sent by the child itself, from a timer started as tokenizer training begins
+# (the store exists by then): a parent that polls for the store and then signals raced the
+# child, and CI twice saw prepare finish (exit 0) before the parent's SIGTERM was sent.
+_INTERRUPT_DURING_TRAINING = """
+import os, signal, sys, threading
+import datalaws.data.store as store
+sig, train = getattr(signal, sys.argv.pop(1)), store.train_tokenizer
+def train_then_interrupted(*args, **kwargs):
+    threading.Timer(0.2, os.kill, (os.getpid(), sig)).start()
+    return train(*args, **kwargs)
+store.train_tokenizer = train_then_interrupted
+from datalaws.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_interrupted_prepare_leaves_no_store(tmp_path, sig):
     import signal
     import subprocess
     import sys
-    import time
 
     rng = np.random.default_rng(0)
-    # many distinct words, so BPE training has every merge to make: the work after the
-    # store appears lasts seconds, not a fraction of the poll (CI once finished first)
+    # many distinct words: BPE has every merge to make, seconds of work after the timer starts
     words = np.array(["".join(rng.choice(list("abcdefghijklmnop"), rng.integers(4, 12)))
                       for _ in range(60000)])
     with open(tmp_path / "big.jsonl", "w") as f:
         for _ in range(8000):
             f.write(json.dumps({"text": " ".join(rng.choice(words, 60))}) + "\n")
     store = tmp_path / "store"
-    p = subprocess.Popen([sys.executable, "-m", "datalaws.cli", "data", "prepare",
-                          str(tmp_path / "big.jsonl"), "--domain", "web", "--out", str(store)],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                         # as at a terminal: a job started in the background (CI's own
-                         # launcher, `cmd &` in a script) inherits SIGINT ignored
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    t0 = time.time()
-    while not store.exists():  # the store appears once the corpus is read and checked
-        assert p.poll() is None and time.time() - t0 < 300, p.stderr.read()
-        time.sleep(0.01)
-    p.send_signal(getattr(signal, sig))
-    assert p.wait(timeout=120) == 130
-    err = p.stderr.read().strip()
+    p = subprocess.run([sys.executable, "-c", _INTERRUPT_DURING_TRAINING, sig, "data", "prepare",
+                        str(tmp_path / "big.jsonl"), "--domain", "web", "--out", str(store)],
+                       stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, timeout=300,
+                       # as at a terminal: a job started in the background (CI's own
+                       # launcher, `cmd &` in a script) inherits SIGINT ignored
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    err = p.stderr.strip()
+    assert p.returncode == 130, (p.returncode, err)
     assert err.splitlines() == [err] and f"interrupted ({sig})" in err, err
     assert not store.exists()  # no tokenizer trained on nothing, no half domain
 
