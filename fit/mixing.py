@@ -229,18 +229,6 @@ def _latent_kappas(p, name1: str, series: int, latent: int):
     return jnp.concatenate([k1[:, None], k1[:, None] + jnp.cumsum(gaps, axis=1)], axis=1)
 
 
-def _draw_chunks(x, R, Z, e_mid, kap, evals, t_coords, chunk: int = 500):
-    """``_domains_by_draw`` over blocks of ``chunk`` draws (draws [*, S, 1] against rows
-    [*, 1, n], the predictive): each domain's temporaries are [chunk, n], not [S, n]
-    (4000 draws x 2000 rows at 20 x 20: 0.6 GB at once)."""
-    S = Z.shape[1] if Z.ndim == 3 else 0
-    if S <= chunk or Z.shape[2] != 1 or R.ndim != 3 or R.shape[1] != 1:
-        return _domains_by_draw(x, R, Z, e_mid, kap, evals, t_coords)
-    return jnp.concatenate([_domains_by_draw(x, R, Z[:, a:a + chunk], e_mid[:, a:a + chunk],
-                                             kap[:, :, a:a + chunk], evals, t_coords)
-                            for a in range(0, S, chunk)], axis=0)
-
-
 def _domains_by_draw(x, R, Z, e_mid, kap, evals: Sequence[str], t_coords: bool):
     """The per-domain law over draws, one evaluation domain at a time (bounded memory)."""
     J, K = R.shape[0], kap.shape[1]
@@ -290,8 +278,9 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
         kap = _latent_kappas(p, kname, E, K)
         if Z.ndim == 1:  # one parameter set (the sampler, least squares): one matmul
             total = _domains_flat(x, R, Z, e_mid, kap, evals, t_coords)
-        else:  # draws: [E, draws, rows] at once is what made 20 x 20 take 13 GB
-            total = _draw_chunks(x, R, Z, e_mid, kap, evals, t_coords)
+        else:  # draws: [E, draws, rows] at once is what made 20 x 20 take 13 GB (the
+            # predictive also hands over at most 500 draws at a time: posterior_predictive)
+            total = _domains_by_draw(x, R, Z, e_mid, kap, evals, t_coords)
         return _positive(total + _size_terms(x, p, sizes))
 
     derived = _domains_derived(domains, evals, sizes, K, pooled)
