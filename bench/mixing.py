@@ -16,9 +16,12 @@ model).
 Simulated: one-size per-domain sweeps with 2, 5 and 20 domains (as many evaluation domains as
 training domains up to 5, 20 x 20 for the big one), a 3-size sweep (joint form) and an
 implicit two-latent sweep, with known parameters: coverage of the true effects (recovery),
-held-out 90% coverage, median |error| of NUTS vs least squares.
+held-out 90% coverage, median |error| of NUTS vs least squares. One simulated data set's
+held-out rows share one fit's errors (and, against the noisy losses, one draw of noise that
+is ~5x the estimation error), so the small sweeps are also refitted on ``--replicates R``
+more data sets (default 3; seeds 1..R) and the mean over all R + 1 is printed beside seed 0.
 
-Usage: python bench/mixing.py [case ...] [--quick] [--timeout S]
+Usage: python bench/mixing.py [case ...] [--quick] [--timeout S] [--replicates R]
 (default: every case, 4 chains x 500 warmup + 1000 draws, FitConfig's defaults; `--quick`
 4 x 300 + 300; a case running past S seconds, default 900, is stopped and its peak memory
 reported)
@@ -41,6 +44,8 @@ CASES = ("regmix", "regmix_pile_cc", "regmix_implicit", "sim2", "sim5", "sim20",
          "sim_implicit")
 QUICK = "--quick" in sys.argv
 TIMEOUT = float(sys.argv[sys.argv.index("--timeout") + 1]) if "--timeout" in sys.argv else 900.0
+REPLICATES = int(sys.argv[sys.argv.index("--replicates") + 1]) if "--replicates" in sys.argv else 3
+REPLICATED = ("sim2", "sim5", "sim_sizes", "sim_implicit")  # cheap enough to refit (~1 min)
 
 
 def _config():
@@ -91,7 +96,8 @@ def _fit_both(train, law, test_points, y, clean=None, **kw) -> dict:
             "fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "law": r.law.name,
             "diagnostics": r.diagnostics.failures() or "ok", "checks": _checks(r),
-            "dropped_chains": r.idata.posterior.attrs.get("dropped_chains")}
+            "dropped_chains": r.idata.posterior.attrs.get("dropped_chains"),
+            "resampled": r.data.get("resampled")}
         out[method]["_result"] = r
         # K latent terms are chosen once (cross-validated least squares: minutes at 13 x 17)
         law = r.law.name + ("1" if r.law.name == "mixing_domains" else "")
@@ -173,13 +179,13 @@ def _simulated(J: int, n_evals: int, n: int, seed: int = 0) -> dict:
     return out | {"params": len(law.params), "rows": int(n * n_evals)}
 
 
-def _sim_sizes() -> dict:
+def _sim_sizes(seed: int = 0) -> dict:
     import numpy as np
     import pandas as pd
 
     from datalaws.fit.mixing import mixing_law
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(3 + seed)
     domains = ["books", "code", "web", "wiki"]
     law = mixing_law(domains, sizes=("N",))
     truth = {"e_mid": 2.6, "kappa": 2.0, "z": np.array([0.5, -0.6, 0.1, 0.0]), "a": 0.4,
@@ -199,13 +205,13 @@ def _sim_sizes() -> dict:
     return out | {"note": "held out: 40 new mixtures at 3x the largest size"}
 
 
-def _sim_implicit() -> dict:
+def _sim_implicit(seed: int = 0) -> dict:
     import numpy as np
     import pandas as pd
 
     from datalaws.fit.laws import get_law
 
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(5 + seed)
     domains = ["books", "code", "web", "wiki", "arxiv"]
     law = get_law("mixing_implicit2", domains=domains, sizes=())
     z = rng.normal(0, 0.6, (2, 5))
@@ -223,19 +229,20 @@ def _sim_implicit() -> dict:
     return out | {"note": "K chosen by 5-fold CV over mixtures (truth K = 2)"}
 
 
-def run_case(name: str) -> dict:
+def run_case(name: str, seed: int = 0) -> dict:
     if name.startswith("regmix"):
         return _regmix({"regmix": "all", "regmix_pile_cc": "pile_cc",
                         "regmix_implicit": "implicit"}[name])
     if name.startswith("sim") and name[3:].isdigit():
         J = int(name[3:])
-        return _simulated(J, min(J, 5) if J < 20 else 20, 200 if J == 20 else 40 * J // 2 + 40)
-    return {"sim_sizes": _sim_sizes, "sim_implicit": _sim_implicit}[name]()
+        return _simulated(J, min(J, 5) if J < 20 else 20, 200 if J == 20 else 40 * J // 2 + 40,
+                          seed=seed)
+    return {"sim_sizes": _sim_sizes, "sim_implicit": _sim_implicit}[name](seed)
 
 
-def _child(name: str) -> dict:
+def _child(name: str, seed: int = 0) -> dict:
     """Run one case in a fresh process: its result and its peak RSS (GB)."""
-    proc = subprocess.Popen([sys.executable, __file__, "--child", name]
+    proc = subprocess.Popen([sys.executable, __file__, "--child", name, str(seed)]
                             + (["--quick"] if QUICK else []), stdout=subprocess.PIPE, text=True)
     t0, chunks, stopped = time.perf_counter(), [], False
     reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
@@ -269,7 +276,8 @@ def _row(name, r, m):
     return (f"{name:16s} {m:5s} {v['spearman']:8.4f} {v['mae']:7.4f} {v['median_err']:7.4f} "
             f"{v['cov90']:6.2f} {v['fit_s']:7.0f} {v['cpu_s']:7.0f} {r['peak_rss_gb']:6.2f}"
             f"{extra} {_diag(v.get('checks', {}))}  "
-            f"{v['law']} {'' if v['diagnostics'] == 'ok' else 'DIAG: ' + str(v['diagnostics'])}")
+            f"{v['law']} {'' if v['diagnostics'] == 'ok' else 'DIAG: ' + str(v['diagnostics'])}"
+            + (" (resampled: first run failed)" if v.get("resampled") else ""))
 
 
 def _diag(c: dict) -> str:
@@ -281,8 +289,8 @@ def _diag(c: dict) -> str:
 
 def main() -> None:
     if "--child" in sys.argv:
-        name = sys.argv[sys.argv.index("--child") + 1]
-        print(json.dumps(run_case(name), default=str))
+        i = sys.argv.index("--child")
+        print(json.dumps(run_case(sys.argv[i + 1], int(sys.argv[i + 2])), default=str))
         return
     names = [a for a in sys.argv[1:] if not a.startswith("--") and a in CASES] or list(CASES)
     print(f"{'case':16s} {'meth':5s} {'spearman':>8s} {'mae':>7s} {'mederr':>7s} {'cov90':>6s} "
@@ -299,6 +307,42 @@ def main() -> None:
         notes["nuts_share"] = round(r["nuts"]["fit_s"] / (r["nuts"]["fit_s"] + r["point"][
             "fit_s"]), 2)
         print(f"{'':16s} {notes}", flush=True)
+        if name in REPLICATED and REPLICATES:
+            _replicates(name, r)
+
+
+def _summary(r: dict) -> dict:
+    """One data set's comparison: median |error| (vs the noisy held-out losses and vs the
+    true law) per method, NUTS's held-out 90% coverage and recovery, its diagnostics."""
+    law = r.get("median_err_law", {})
+    return {"err_nuts": r["nuts"]["median_err"], "err_point": r["point"]["median_err"],
+            "law_nuts": law.get("nuts", float("nan")), "law_point": law.get("point",
+                                                                           float("nan")),
+            "cov90": r["nuts"]["cov90"], "cov90_point": r["point"]["cov90"],
+            "recovery90": r.get("recovery90", float("nan")),
+            "diag_ok": r["nuts"]["diagnostics"] == "ok",
+            "resampled": bool(r["nuts"].get("resampled"))}
+
+
+def _replicates(name: str, first: dict) -> None:
+    """Seeds 1..REPLICATES of a simulated case, each in its own process, and the mean over
+    them and seed 0."""
+    import numpy as np
+
+    rows = [_summary(first)]
+    for seed in range(1, REPLICATES + 1):
+        r = _child(name, seed)
+        if "error" in r:
+            print(f"{'':16s} seed {seed}: {r['error']}")
+            continue
+        rows.append(_summary(r))
+    cols = list(rows[0])
+    print(f"{'':16s} seed " + " ".join(f"{c:>11s}" for c in cols))
+    for seed, row in enumerate(rows):
+        print(f"{'':16s} {seed:4d} " + " ".join(f"{float(row[c]):11.4f}" for c in cols))
+    mean = {c: float(np.mean([float(row[c]) for row in rows])) for c in cols}
+    print(f"{'':16s} mean " + " ".join(f"{mean[c]:11.4f}" for c in cols)
+          + f"   ({len(rows)} data sets)", flush=True)
 
 
 if __name__ == "__main__":
