@@ -336,6 +336,9 @@ def _replicates(name: str, first: dict) -> None:
             print(f"{'':16s} seed {seed}: {r['error']}")
             continue
         rows.append(_summary(r))
+        if r["nuts"]["diagnostics"] != "ok":
+            print(f"{'':16s} seed {seed}: DIAG {r['nuts']['diagnostics']}"
+                  + (f" ({r['nuts']['resampled']})" if r["nuts"].get("resampled") else ""))
     cols = list(rows[0])
     print(f"{'':16s} seed " + " ".join(f"{c:>11s}" for c in cols))
     for seed, row in enumerate(rows):
