@@ -1,6 +1,9 @@
 """A fit is one typed object: saved and loaded it is equal to itself and predicts bit for bit
 the same; priors travel as numbers; a folder written by the previous version (summary.json
-read back as state, priors as text) is refused in one line with the bad-input exit code."""
+read back as state, priors as text) is refused in one line with the bad-input exit code. A
+fit whose sampler diagnostics fail is sampled once more, carefully (smaller steps, twice the
+warmup and the draws); the second run's draws and verdict stand and the fit says why it was
+resampled. Runs too short to pass the bars by their length are not resampled."""
 
 import json
 
@@ -12,6 +15,7 @@ import pytest
 from datalaws.cli import main
 from datalaws.exitcodes import EXIT_BAD_INPUT
 from datalaws.fit import Fit, FitConfig, fit, get_law, predict
+from datalaws.fit.api import RETRY_TARGET_ACCEPT
 from datalaws.fit.result import FitFormatError, dist_from_dict, dist_to_dict
 
 
@@ -40,6 +44,8 @@ def test_saved_fit_loads_equal_and_predicts_bitwise(fitted):
     r, path = fitted
     loaded = Fit.load(path)
     assert loaded == r
+    # 2 x 100 draws cannot reach an ESS of 400: a careful rerun of that length would not either
+    assert not r.diagnostics.ok and "resampled" not in r.data and r.config.warmup == 100
     assert loaded.discrepancy_k == r.discrepancy_k > 0
     assert loaded.law.groups == r.law.groups and loaded.columns == r.columns
     assert dist_to_dict(loaded.law.params[2].prior) == {"dist": "LogNormal", "loc": -1.2,
@@ -125,3 +131,21 @@ def test_a_damaged_fit_json_is_one_line(fitted, tmp_path):
     (tmp_path / "f" / "fit.json").write_text("{")
     with pytest.raises(FitFormatError, match="corrupt"):
         Fit.load(tmp_path / "f")
+
+
+def test_failed_run_is_resampled_once_and_says_so(tmp_path):
+    # one warmup step: no step size or mass adapted, every transition diverges
+    r = fit(_runs(), "chinchilla", discrepancy="none",
+            config=FitConfig(chains=2, warmup=1, draws=500, progress=False))
+    note = r.data["resampled"]
+    assert note.startswith("first run failed (") and "divergences: 1000" in note
+    # the careful sampler drew the posterior that is kept, and the fit records it
+    assert r.config.target_accept == RETRY_TARGET_ACCEPT
+    assert (r.config.warmup, r.config.draws) == (2, 1000)
+    assert r.idata.posterior.sizes["draw"] == 1000
+    # two warmup steps are still too few: the second verdict stands, it is not masked
+    assert not r.diagnostics.ok
+    assert r.idata.sample_stats["diverging"].values.sum() > 0
+    r.save(tmp_path / "f")
+    assert json.loads((tmp_path / "f" / "summary.json").read_text())["resampled"] == note
+    assert Fit.load(tmp_path / "f").data["resampled"] == note
