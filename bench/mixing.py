@@ -329,21 +329,21 @@ def _replicates(name: str, first: dict) -> None:
     them and seed 0."""
     import numpy as np
 
-    rows = [_summary(first)]
+    rows = {0: _summary(first)}
     for seed in range(1, REPLICATES + 1):
         r = _child(name, seed)
         if "error" in r:
             print(f"{'':16s} seed {seed}: {r['error']}")
             continue
-        rows.append(_summary(r))
+        rows[seed] = _summary(r)
         if r["nuts"]["diagnostics"] != "ok":
             print(f"{'':16s} seed {seed}: DIAG {r['nuts']['diagnostics']}"
                   + (f" ({r['nuts']['resampled']})" if r["nuts"].get("resampled") else ""))
     cols = list(rows[0])
     print(f"{'':16s} seed " + " ".join(f"{c:>11s}" for c in cols))
-    for seed, row in enumerate(rows):
+    for seed, row in rows.items():
         print(f"{'':16s} {seed:4d} " + " ".join(f"{float(row[c]):11.4f}" for c in cols))
-    mean = {c: float(np.mean([float(row[c]) for row in rows])) for c in cols}
+    mean = {c: float(np.mean([float(row[c]) for row in rows.values()])) for c in cols}
     print(f"{'':16s} mean " + " ".join(f"{mean[c]:11.4f}" for c in cols)
           + f"   ({len(rows)} data sets)", flush=True)
 
