@@ -29,6 +29,16 @@ Why Student-t rows (``ROW_NU``): public sweeps hold a few runs that no smooth la
 (diverged or badly under-trained runs, misses 5-20x the others); a normal row likelihood lets
 them set k for every run (Chinchilla C >= 1e21: 0.74 at 50% instead of 0.57).
 
+Why rows independent given k, though a fold's rows share its fit's parameter error: with the
+fold predictive's full covariance (a multivariate t over a fold's rows) that shared error
+no longer reads as drift, and Chinchilla N >= 2e9 fell to 0.33 / 0.77 at 50% / 90%; the
+largest runs drift more than the folds' shared error suggests. Nor is the shared error only
+noise: an exact law's fold fits predict past their cut with a real bias (the paper's
+filtering law, bench/filtering.py: too low in 11 of 12 folds over 6 data sets, by +0.006 log
+error on average and up to +0.013, ~2 predictive sd; unchanged with 5x longer fold chains),
+the posterior's shrinkage towards its priors, which the prediction beyond the full data
+inherits in part.
+
 Inference is on grids (no sampler): per direction, the posterior of ``s_g`` on ``K_GRID``
 with each fold's ``k_fg`` integrated out on the same grid; directions are coupled through
 each row's variance (mean field: the other directions' posterior mean of ``k_fg^2`` per fold,
