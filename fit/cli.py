@@ -418,7 +418,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--discrepancy", default="backtest", choices=["backtest", "none"])
     f.add_argument("--accuracy", nargs="?", const="sigmoid",
                    choices=["sigmoid", "joint", "exponential"],
-                   help="also fit acc.<task> columns jointly through this link")
+                   help="also fit acc.<task> columns: sigmoid (the default) after the loss "
+                        "law, on its posterior draws, so accuracy never moves it; joint or "
+                        "exponential with it (see `datalaws laws`)")
     f.add_argument("--floors", help="chance accuracy per task, e.g. copa=0.5,arc=0.25")
     f.add_argument("--likelihood", default="studentt", choices=["studentt", "normal"])
     f.add_argument("--method", default="nuts", choices=["nuts", "point"],
