@@ -297,6 +297,12 @@ def _extra_registrars():
         yield m.register_cli
 
 
+# Commands that only fit, predict from or plan with laws: tiny models whose NUTS steps are
+# latency-bound, so a GPU slows them. On an H200 machine the same Chinchilla fit took 60 s on
+# the GPU and 14 s on its CPU (with the backtest folds: 112 s and 36 s). `demo` trains too.
+FIT_COMMANDS = ("fit", "predict", "plan", "report", "nested", "next", "compare")
+
+
 def _host_devices_for_chains(n: int = 4) -> None:
     # NUTS chains run in parallel on host devices; XLA reads the count once, when jax starts
     # its CPU backend (so only before jax is imported here); a count the user set wins
@@ -305,6 +311,12 @@ def _host_devices_for_chains(n: int = 4) -> None:
         import numpyro
 
         numpyro.set_host_device_count(n)
+
+
+def _fits_on_the_cpu() -> None:
+    # JAX picks its platform once, when it is first imported; a platform the user set wins
+    if "jax" not in sys.modules:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -347,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("fit", "predict", "plan", "report", "demo", "nested"):
-        _host_devices_for_chains()  # before the subcommand modules import jax
+    if argv and argv[0] in FIT_COMMANDS:
+        _fits_on_the_cpu()  # before the subcommand modules import jax
+    if argv and argv[0] in (*FIT_COMMANDS, "demo"):
+        _host_devices_for_chains()
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None

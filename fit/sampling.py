@@ -207,8 +207,10 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
     mass = _mass_options(law, model, init_values, x, y, folds=bool(shape), link=link)
     t0 = time.perf_counter()
     if config.progress:
-        print(f"sampling {law.name}: {config.chains} chains ({chain_method}) x "
-              f"{config.warmup}+{config.draws} draws on {len(y)} runs ...", flush=True)
+        where = jax.default_backend()  # a GPU slows these small models ~4x (datalaws/cli.py)
+        print(f"sampling {law.name}: {config.chains} chains ({chain_method}, {where}) x "
+              f"{config.warmup}+{config.draws} draws on {len(y)} runs ..."
+              + ("" if where == "cpu" else " (JAX_PLATFORMS=cpu samples faster)"), flush=True)
     args = ({k: jnp.asarray(v) for k, v in x.items()},)
     kwargs = {"y": jnp.asarray(y), "acc": None if acc is None else jnp.asarray(acc),
               "mask": None if mask is None else jnp.asarray(mask)}
