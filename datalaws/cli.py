@@ -299,7 +299,8 @@ def _extra_registrars():
 
 # Commands that only fit, predict from or plan with laws: tiny models whose NUTS steps are
 # latency-bound, so a GPU slows them. On an H200 machine the same Chinchilla fit took 60 s on
-# the GPU and 14 s on its CPU (with the backtest folds: 112 s and 36 s). `demo` trains too.
+# the GPU and 14 s on its CPU (with the backtest folds: 112 s and 36 s). Not `demo`: it
+# trains models too.
 FIT_COMMANDS = ("fit", "predict", "plan", "report", "nested", "next", "compare")
 
 
