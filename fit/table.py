@@ -202,7 +202,11 @@ def law_data(df: pd.DataFrame, inputs: Mapping[str, str], *, target: str | None 
 
 def _select(df: pd.DataFrame, expr: str, flag: str) -> np.ndarray:
     """Rows where a pandas expression holds; a bad expression or a non-boolean result is one
-    line naming the flag and the columns."""
+    line naming the flag and the columns. Integer columns are read as float64: sizes times
+    token counts (``params * tokens >= 1e20``) pass int64's 9.2e18 and would wrap around."""
+    ints = df.select_dtypes(include="integer").columns
+    if len(ints):
+        df = df.astype({c: np.float64 for c in ints})
     try:
         mask = df.eval(expr)
     except Exception as e:
