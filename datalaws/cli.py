@@ -134,13 +134,15 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     from datalaws.fit.plan import budget_from_gpu_hours, plan_fit
     from datalaws.fit.result import Fit
     from datalaws.io import check_output_file, dumps_json
-    from datalaws.records import atomic_write_text
 
     _check_budget(a)
     out = check_output_file(Path(a.fit_dir) / "plan.json", force=True, flag="plan")
     result = Fit.load(a.fit_dir)
     if result.law.pools:  # the filtering law: plan over pools, not sizes
         return _plan_filtering(a, result)
+    # plan.json stays in the fit folder (the report's decision card reads it); --out copies it
+    copy = None if a.out is None else check_output_file(a.out, force=True, flag="--out",
+                                                         suffixes=(".json",))
     if result.law.domains and not result.law.sizes:  # one-size mixing fit: the mixture only
         from datalaws.fit.mixture import mixture_line, plan_mixture_only
         from datalaws.records import parse_mixture
@@ -149,8 +151,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
                                evals=parse_mixture(a.evals) if a.evals else None,
                                objective=a.objective)
         print(mixture_line(mp["mixture"]) + f"\n({mp['note']})")
-        atomic_write_text(out, dumps_json(mp, indent=1, default=str))
-        print(f"wrote {out}")
+        _write_plan(dumps_json(mp, indent=1, default=str), out, copy)
         return 0
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
@@ -172,9 +173,16 @@ def _cmd_plan(a: argparse.Namespace) -> int:
             + (f"; P(beats the runner-up) = {best['p_beats_runner_up']:.2f}"
                if "p_beats_runner_up" in best else ""))
     print("\nlaunch it with a sweep spec containing:\n" + p.launch_snippet())
-    atomic_write_text(out, dumps_json(p.to_dict(), indent=1, default=str))
-    print(f"wrote {out}")
+    _write_plan(dumps_json(p.to_dict(), indent=1, default=str), out, copy)
     return 0
+
+
+def _write_plan(text: str, out: Path, copy: Path | None) -> None:
+    from datalaws.records import atomic_write_text
+
+    for dest in (out, copy) if copy else (out,):
+        atomic_write_text(dest, text)
+        print(f"wrote {dest}")
 
 
 # A plan is only as good as the presets it snaps to and the runs the law saw: a budget that
@@ -268,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--pools", help="filtering fits: unique samples per pool, best first, "
                     "top10=1.28e7,top20=1.28e7 (level k = the k best pools)")
     pl.add_argument("--tokens", help="filtering fits: budgets in samples or tokens seen, 1e9,1e10")
-    pl.add_argument("--out", help="filtering fits: write the levels table here (.csv or .json)")
+    pl.add_argument("--out", help="also write the plan here (.json; filtering fits: the "
+                    "levels table, .csv or .json); plan.json in the fit folder is always kept")
     pl.add_argument("--vocab", type=int, default=32768, help="vocabulary of the presets")
     pl.add_argument("--seq-len", type=int, default=2048)
     pl.add_argument("--min-params", type=float, help="smallest size to consider (default: "

@@ -36,7 +36,10 @@ def report(tmp_path_factory):
     for law, discrepancy in (("chinchilla", "backtest"), ("overtrain", "none")):
         fit(df, law, config=cfg, holdout="params > 2e9", discrepancy=discrepancy).save(tmp / law)
     assert main(["plan", str(tmp / "chinchilla"), "--budget", "1e21", "--objective",
-                 "q90"]) == 0
+                 "q90", "--out", str(tmp / "plans" / "q90.json")]) == 0
+    # --out gets a copy; the fit folder keeps the plan the decision card reads
+    assert (tmp / "plans" / "q90.json").read_text() == (tmp / "chinchilla" / "plan.json"
+                                                        ).read_text()
     return write_report([tmp / "chinchilla", tmp / "overtrain"], df, tmp / "report.html")
 
 

@@ -243,6 +243,7 @@ CASES = [
     ("plan-budget-negative", ["plan", FIT, "--budget", "-5"], 1, "--budget"),
     ("plan-budget-nan", ["plan", FIT, "--budget", "nan"], 1, "--budget"),
     ("plan-no-budget", ["plan", FIT], 1, "--budget"),
+    ("plan-out-suffix", ["plan", FIT, "--budget", "1e21", "--out", W("plan.txt")], 1, ".json"),
     ("plan-mfu", ["plan", FIT, "--gpu-hours", "10", "--mfu", "2"], 1, "--mfu"),
     ("plan-unknown-domain", ["plan", FIT, "--budget", "1e21", "--mixture", "web=1"], 1,
      "web"),
