@@ -198,6 +198,9 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     print("ranked by " + ("out-of-range backtest log score (mean per held-back row, on the "
                           "folds every fit shares)" if by == "backtest" else "PSIS-LOO"))
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if table["warning"].fillna(False).astype(bool).any():
+        print("warning = True: PSIS-LOO is unreliable for that fit (a Pareto k above 0.7: some "
+              "run sways its posterior); its elpd_loo is approximate")
     return 0
 
 

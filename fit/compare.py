@@ -3,6 +3,7 @@ fit shares), with PSIS-LOO beside it (``datalaws compare``)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import arviz as az
@@ -21,7 +22,9 @@ def compare(fits: Sequence[Fit], names: Sequence[str], *, rank_by: str = "backte
     if len({f.data.get("data_hash") for f in fits}) > 1:
         raise ValueError("PSIS-LOO compares laws fitted to the same table; these fits saw "
                          f"{len({f.data.get('data_hash') for f in fits})} different tables")
-    loo = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
+    with warnings.catch_warnings():  # Pareto k > 0.7: the table's ``warning`` column says it
+        warnings.simplefilter("ignore", UserWarning)
+        loo = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")
     bt = pd.DataFrame(backtest_ranking({n: {"discrepancy": f.discrepancy}
                                         for n, f in zip(names, fits)}))
     table = bt.set_index("fit").join(loo[["elpd_loo", "p_loo", "elpd_diff", "se", "weight",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -239,7 +240,9 @@ def _loo(results: Sequence[Fit]) -> str:
         if len(group) < 2:
             continue
         try:
-            cmp = az.compare({r.law.name: r.idata for r in group}, var_name="log_loss")
+            with warnings.catch_warnings():  # Pareto k > 0.7: the table's warning column
+                warnings.simplefilter("ignore", UserWarning)
+                cmp = az.compare({r.law.name: r.idata for r in group}, var_name="log_loss")
         except (KeyError, ValueError, TypeError) as e:  # e.g. no pointwise log likelihood
             parts.append(f"<p>no PSIS-LOO for {', '.join(r.law.name for r in group)}: "
                          f"{html.escape(str(e))}</p>")
