@@ -2,7 +2,7 @@
 
 Per task a sigmoid in loss between the task's chance floor and a ceiling of at most 1:
 
-    acc = floor + (1 - floor - delta) * sigmoid(-s (L - L0)) + N(0, sigma)
+    acc = floor + (1 - floor) * (1 - delta) * sigmoid(-s (L - L0)) + N(0, sigma)
 
 The loss law is fitted first and alone, so accuracy data never moves it. The link is then
 fitted on posterior draws of the law's loss at the training runs (multiple imputation: a few

@@ -24,6 +24,7 @@ from datalaws.fit.discrepancy import DEFAULT_K_SCALE
 from datalaws.fit.infer import FitConfig, diagnose, point_fit, posterior_predictive, run_nuts
 from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Axis, Law, parse_prior
 from datalaws.fit.lawtable import check_runs, law_for_table
+from datalaws.fit.link_drift import link_drift
 from datalaws.fit.result import Fit
 from datalaws.fit.table import LawData, law_data, split_holdout, table_hash
 
@@ -158,6 +159,11 @@ def _accuracy(result: Fit, x, acc, mode: str, floor_source: str, link_diag) -> d
     out = {"mode": mode, "floor_source": floor_source, "pearson": _pearson(result, x, acc)}
     if link_diag is not None:
         out["diagnostics"] = link_diag.to_dict()
+    if mode == "two-stage":  # the link fitted on its own can be backtested on its own
+        loss = posterior_predictive(result.law, result.samples(), x,
+                                    likelihood=result.likelihood)["loss_law"]
+        out["drift"] = link_drift(np.median(loss, axis=0), acc, result.link,
+                                  seed=result.config.seed)
     return out
 
 
@@ -176,6 +182,11 @@ def _sample(law: Law, x, data: LawData, config: FitConfig, point, noise, link, a
     names, link_diag = sampled_names(law, idata, config.likelihood), None
     if link is not None and acc_mode == "two-stage":
         link_diag = add_link(idata, law, x, acc, link, config)
+        if not link_diag.ok:  # as the loss law: once more with smaller, longer steps
+            if config.progress:
+                print(f"the link's diagnostics failed ({'; '.join(link_diag.failures())}); "
+                      "refitting it with smaller steps", flush=True)
+            link_diag = add_link(idata, law, x, acc, link, careful(config))
         # the second stage is checked on its own sampler and reported apart (issue 18)
         names = [n for n in names if not n.startswith("acc_")]
     return idata, diagnose(idata, names), link_diag
@@ -245,7 +256,8 @@ def predictive_draws(result: Fit, points: pd.DataFrame, *, seed: int = 1
     samples = result.samples()
     d, k = _distance_and_k(result, data, len(next(iter(samples.values()))), seed)
     return posterior_predictive(law, samples, x, likelihood=result.likelihood,
-                                link=result.link, distance=d, k=k, seed=seed)
+                                link=result.link, distance=d, k=k, seed=seed,
+                                link_drift=(result.accuracy or {}).get("drift"))
 
 
 def _distance_and_k(result: Fit, data: LawData, n_draws: int, seed: int):

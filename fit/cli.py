@@ -111,6 +111,16 @@ def _print_summary(s: dict) -> None:
         r = s["accuracy"]["pearson"]
         print(f"pearson(predicted, observed accuracy) = {r['q50']:.3f} "
               f"[{r['q05']:.3f}, {r['q95']:.3f}]")
+        link = s["accuracy"].get("diagnostics")
+        if link:  # its own sampler, reported apart: a weak link does not fail the loss fit
+            print("accuracy link diagnostics: " + ("pass" if link["ok"] else
+                  "FAIL (" + "; ".join(link["failures"]) + "): its intervals are suspect"))
+        drift = s["accuracy"].get("drift")
+        if drift:
+            print(f"accuracy link drift below loss {drift['loss_min']:.4g} (k per unit of log "
+                  f"loss, {drift['folds']} backtest folds along loss): " + ", ".join(
+                      f"{t} {v['q50']:.2g} [{v['q05']:.2g}, {v['q95']:.2g}]"
+                      for t, v in drift["k_tasks"].items()))
     if "holdout" in s:
         print(f"held out ({s['holdout_expr']}):")
         for q, h in s["holdout"].items():
@@ -179,11 +189,13 @@ def _cmd_laws(a: argparse.Namespace) -> int:
         print(f"  {k:>8} ~ {'2 + ' if k == 'nu' else ''}{prior_str(v)}")
     print(f"discrepancy: {DISCREPANCY_FORM}; default prior on each axis' k: "
           f"HalfNormal({DEFAULT_K_SCALE}) (twice as wide below 10 runs)")
-    print("accuracy (--accuracy): per task acc = floor + (1 - floor - delta) * "
+    print("accuracy (--accuracy): per task acc = floor + (1 - floor) (1 - delta) "
           "sigmoid(-s (L - L0)) + N(0, sigma), fitted after the loss law on its posterior "
           "draws (sigmoid, the default) or with it (joint); exponential: err = (1 - floor) - "
           "k exp(-gamma L), joint. Floors: --floors task=v, else a chance.<task> column, "
-          f"else {DEFAULT_FLOOR} with a warning")
+          f"else {DEFAULT_FLOOR} with a warning. Two-stage links drift below the fitted "
+          "runs' lowest loss: + k_t * d * z, d in log loss, k_t per task from backtests "
+          "along loss")
     print("inputs are divided by their geometric mean in the data (N0, D0, ...): a = A/N0^alpha")
     return 0
 

@@ -57,7 +57,10 @@ def noise_prior(name: str, priors: Mapping[str, dist.Distribution] | None = None
 class AccuracyLink:
     """Loss -> accuracy for each task, with the task's chance floor fixed.
 
-    sigmoid:      acc = floor + (1 - floor - delta) * sigmoid(-k (L - L0))
+    sigmoid:      acc = floor + (1 - floor) * (1 - delta) * sigmoid(-k (L - L0))
+                  (ceiling 1 - delta (1 - floor), between the floor and 1: with the ceiling
+                  as 1 - delta, a task scored below chance by small models, such as ARC-
+                  challenge, fitted a ceiling under its floor, a curve that never rises)
     exponential:  err = (1 - floor) - k * exp(-gamma L)   (Gadre et al. 2024, eq. 5)
     """
 
@@ -96,7 +99,7 @@ class AccuracyLink:
         L = loss[..., None]
         if self.form == "sigmoid":
             s = jax.nn.sigmoid(-p["acc_k"] * (L - p["acc_L0"]))
-            return floor + (1 - floor - p["acc_delta"]) * s
+            return floor + (1 - floor) * (1 - p["acc_delta"]) * s
         err = (1 - floor) - p["acc_k"] * jnp.exp(-p["acc_gamma"] * L)
         return 1.0 - jnp.clip(err, 0.0, 1.0)
 

@@ -16,6 +16,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
 from datalaws.fit.laws import Law
+from datalaws.fit.link_drift import drift_sd
 from datalaws.fit.model import AccuracyLink, law_model
 
 __all__ = ["FitConfig", "init_near", "run_nuts", "posterior_predictive", "discrepancy_sd"]
@@ -237,11 +238,14 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
                          x: Mapping[str, np.ndarray], *, likelihood: str,
                          link: AccuracyLink | None = None,
                          distance: np.ndarray | None = None, k: float | np.ndarray = 0.0,
-                         seed: int = 1, block: int = 500) -> dict[str, np.ndarray]:
+                         link_drift: dict | None = None, seed: int = 1, block: int = 500
+                         ) -> dict[str, np.ndarray]:
     """Draws [samples, n] of ``loss`` (a new observed run), ``loss_law`` and accuracies.
 
     ``k`` is the discrepancy scale: one value, one per posterior draw [S], or one per draw
     and axis group [S, G] with ``distance`` then the offsets [n, G] from the fitted hull.
+    ``link_drift``: the accuracy link's drift below the fitted losses
+    (``datalaws.fit.link_drift``), widening the accuracies; accuracies are clipped to [0, 1].
 
     The same generative story as ``law_model`` with ``y=None``, written out vectorised over
     draws (``Predictive`` re-traces the model per call, which costs seconds in backtests),
@@ -254,15 +258,20 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
     if k.ndim and k.shape[0] != S:  # fewer k draws than posterior draws: recycled in order
         k = np.resize(k, (S,) + k.shape[1:])
     xs = {r: jnp.asarray(v)[None, :] for r, v in x.items()}
+    drift = None
+    if link is not None and link_drift:
+        kd = np.asarray(link_drift["k_draws"], np.float64)
+        drift = (np.resize(kd, (S, kd.shape[1])), float(link_drift["loss_min"]))
     parts = [_predictive_block(law, {n: v[a:a + block] for n, v in samples.items()}, xs,
                                likelihood, link, distance, k[a:a + block] if k.ndim else k,
-                               [jax.random.fold_in(key, a // block) for key in keys])
+                               [jax.random.fold_in(key, a // block) for key in keys],
+                               None if drift is None else (drift[0][a:a + block], drift[1]))
              for a in range(0, S, block)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k, keys
-                      ) -> dict[str, np.ndarray]:
+def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k, keys,
+                      drift=None) -> dict[str, np.ndarray]:
     """``posterior_predictive`` for one block of draws."""
     key_z, key_noise, key_acc = keys
     s = {name: jnp.asarray(v) for name, v in samples.items()}
@@ -284,7 +293,12 @@ def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k,
         link_p = {name: s[name][:, None, :] for name in s if name.startswith("acc_")}
         acc_law = link.accuracy(jnp.exp(log_law), link_p)  # [S, n, T]
         acc_true = link.accuracy(jnp.exp(log_true), link_p)
-        acc_obs = acc_true + link_p["acc_sigma"] * jax.random.normal(key_acc, acc_true.shape)
+        noise_sd = link_p["acc_sigma"]
+        if drift is not None:  # below the fitted losses the link itself drifts
+            noise_sd = jnp.sqrt(noise_sd ** 2 + jnp.asarray(
+                drift_sd(drift[0], drift[1], log_true), acc_true.dtype) ** 2)
+        acc_obs = jnp.clip(acc_true + noise_sd * jax.random.normal(key_acc, acc_true.shape),
+                           0.0, 1.0)
         for i, t in enumerate(link.tasks):
             res[f"acc.{t}"] = np.asarray(acc_obs[..., i])
             res[f"acc_law.{t}"] = np.asarray(acc_law[..., i])

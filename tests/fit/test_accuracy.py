@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datalaws.fit import FitConfig, fit
+from datalaws.fit import Fit, FitConfig, fit, predict
 from datalaws.fit.accuracy import DEFAULT_FLOOR, resolve_floors
+from datalaws.fit.link_drift import drift_sd, link_drift
+from datalaws.fit.model import AccuracyLink
 from datalaws.fit.table import TableError
 
 CFG = FitConfig(chains=2, warmup=300, draws=400, progress=False)
@@ -29,7 +31,7 @@ def _table(seed=0, n=70):
     return df
 
 
-def test_two_stage_leaves_the_loss_law_alone_and_covers_larger_runs():
+def test_two_stage_leaves_the_loss_law_alone_and_covers_larger_runs(tmp_path):
     df = _table()
     hold = "params >= 2e9"
     plain = fit(df.drop(columns=[c for c in df if c.startswith("acc.")]), "chinchilla",
@@ -54,6 +56,33 @@ def test_two_stage_leaves_the_loss_law_alone_and_covers_larger_runs():
         hits.append(h["coverage"]["0.9"] * h["n"])
     n = sum(r.summary["holdout"][f"acc.{t}"]["n"] for t in LINKS)
     assert 0.8 <= sum(hits) / n <= 1.0  # 90% intervals on held-out larger runs
+    # the link's drift below the fitted losses travels with the fit and its predictions
+    drift = r.summary["accuracy"]["drift"]
+    assert drift["folds"] == 2 and set(drift["k_tasks"]) == set(LINKS)
+    r.save(tmp_path / "fit")
+    pts = df[df.params >= 2e9][["params", "tokens"]]
+    pd.testing.assert_frame_equal(predict(r, pts), predict(Fit.load(tmp_path / "fit"), pts),
+                                  check_exact=True)
+
+
+def test_link_drift_is_learned_where_the_sigmoid_breaks_below_the_fitted_losses():
+    # one task a sigmoid in loss, one that turns steeply upwards below loss 2.6 (the convex
+    # start the fitted runs saw, then faster than any sigmoid through them)
+    rng = np.random.default_rng(0)
+    L = np.sort(np.exp(rng.uniform(np.log(2.0), np.log(4.5), 48)))
+    sig = 0.25 + 0.7 / (1 + np.exp(4.0 * (L - 2.8)))
+    turn = 0.25 + 0.04 * (4.5 - L) + 0.5 * np.maximum(0.0, 2.6 - L) ** 1.5
+    acc = np.stack([sig, turn], axis=1) + 0.01 * rng.standard_normal((48, 2))
+    link = AccuracyLink(tasks=("sig", "turn"), floors=(0.25, 0.25))
+    drift = link_drift(L, acc, link)
+    k = drift["k_tasks"]
+    assert drift["folds"] == 2 and drift["loss_min"] == L.min()
+    assert k["turn"]["q50"] > 0.2 and k["turn"]["p_zero"] < 0.2, k
+    assert k["sig"]["q50"] < 0.5 * k["turn"]["q50"] and k["sig"]["p_zero"] > 0.3, k
+    # it widens only below the fitted losses
+    sd = drift_sd(np.asarray(drift["k_draws"])[:4], drift["loss_min"],
+                  np.log([[L.min(), 3.0, 0.9 * L.min()]] * 4))
+    assert (sd[:, :2] == 0).all() and (sd[:, 2, 1] > 0).any()
 
 
 def test_floors_are_validated():
