@@ -1,10 +1,11 @@
 """Accuracy as a second stage on simulated sweeps: the must-show of issue 19 for accuracy.
 
-Each data set: 70 runs (2e7..6e9 parameters, ~20 tokens per parameter, 1% loss noise) and
-three tasks whose accuracy is a known sigmoid in the law's loss (floors 0.25 / 0.5 / 0.25,
-1% accuracy noise; "tail" never nears its ceiling); the runs with >= 2e9 parameters are held
-out. A second family ("turn") breaks the sigmoid below the fitted losses: accuracy turns
-steeply upwards below loss 2.2, as tasks in the convex start of their curve do.
+Each data set: 70 runs (2e7..6e9 parameters log-spaced, 7-54 tokens per parameter, 1% loss
+noise) and three tasks whose accuracy is a known sigmoid in the law's loss (floors 0.25 /
+0.5 / 0.25, 1% accuracy noise; "tail" never nears its ceiling); the runs with >= 2e9
+parameters are held out. A second family ("turn") breaks the sigmoid below the fitted
+losses: accuracy turns steeply upwards below loss 2.2, as tasks in the convex start of their
+curve do.
 
 Prints per family the pooled coverage of the held-out accuracies' 50/80/90% intervals with
 the link's drift below the fitted losses (fit/link_drift.py) and without it, the median
@@ -35,11 +36,12 @@ HOLD = "params >= 2e9"
 
 
 def table(seed: int, turn: bool, n: int = 70) -> pd.DataFrame:
+    """A sweep of ``n`` log-spaced sizes at 7-54 tokens per parameter, as sweeps are laid out."""
     rng = np.random.default_rng(seed)
-    N = np.exp(rng.uniform(np.log(2e7), np.log(6e9), n))
-    D = 20 * N * np.exp(rng.uniform(-1, 1, n))
-    law = 1.8 + 0.4 * (N / 1e8) ** -0.33 + 0.35 * (D / 2e9) ** -0.3
-    df = pd.DataFrame({"params": N, "tokens": D,
+    size = np.geomspace(2e7, 6e9, n)
+    tokens = size * 20 * np.exp(rng.uniform(-1, 1, n))
+    law = 1.8 + 0.4 * (size / 1e8) ** -0.33 + 0.35 * (tokens / 2e9) ** -0.3
+    df = pd.DataFrame({"params": size, "tokens": tokens,
                        "loss": law * np.exp(0.01 * rng.standard_normal(n))})
     for t, (floor, delta, s, L0) in LINKS.items():
         acc = floor + (1 - floor) * (1 - delta) / (1 + np.exp(s * (law - L0)))
