@@ -117,8 +117,10 @@ def _print_summary(s: dict) -> None:
                   "FAIL (" + "; ".join(link["failures"]) + "): its intervals are suspect"))
         drift = s["accuracy"].get("drift")
         if drift:
+            source = (f"{drift['folds']} backtest folds along loss" if drift["folds"] else
+                      f"too few runs to backtest: its prior, {drift['k_prior']}")
             print(f"accuracy link drift below loss {drift['loss_min']:.4g} (k per unit of log "
-                  f"loss, {drift['folds']} backtest folds along loss): " + ", ".join(
+                  f"loss; {source}): " + ", ".join(
                       f"{t} {v['q50']:.2g} [{v['q05']:.2g}, {v['q95']:.2g}]"
                       for t, v in drift["k_tasks"].items()))
     if "holdout" in s:

@@ -83,6 +83,9 @@ def test_link_drift_is_learned_where_the_sigmoid_breaks_below_the_fitted_losses(
     sd = drift_sd(np.asarray(drift["k_draws"])[:4], drift["loss_min"],
                   np.log([[L.min(), 3.0, 0.9 * L.min()]] * 4))
     assert (sd[:, :2] == 0).all() and (sd[:, 2, 1] > 0).any()
+    # too few runs to backtest: the prior's k, never a silent 0
+    few = link_drift(L[::5], acc[::5], link)["k_tasks"]["sig"]
+    assert few["p_zero"] is None and few["q50"] > 0.05
 
 
 def test_floors_are_validated():
