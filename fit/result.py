@@ -34,7 +34,9 @@ from datalaws.fit.sampling import FitConfig
 __all__ = ["Fit", "FitFormatError", "FORMAT", "dist_to_dict", "dist_from_dict", "prior_str",
            "write_netcdf"]
 
-FORMAT = 2  # fit.json's format; 1 was summary.json read back as state (priors as text)
+FORMAT = 3  # fit.json's format; 1 was summary.json read back as state (priors as text)
+# 2: the same, but a sigmoid accuracy link's ceiling was 1 - delta (now 1 - delta (1 - floor)):
+# its links would predict differently now, so only format-2 fits without a sigmoid link load
 
 
 class FitFormatError(ValueError):
@@ -167,9 +169,11 @@ class Fit:
             state = loads_json((path / "fit.json").read_text())
         except json.JSONDecodeError as e:
             raise FitFormatError(f"{path / 'fit.json'}: corrupt ({e.msg})") from None
-        if state.get("format") != FORMAT:
-            raise FitFormatError(f"{path / 'fit.json'}: format {state.get('format')!r}, this "
-                                 f"datalaws reads {FORMAT}; refit it")
+        old_link = state.get("format") == 2 and (state.get("link") or {}).get("form") == "sigmoid"
+        if state.get("format") not in (2, FORMAT) or old_link:
+            why = " (its sigmoid accuracy link has the old ceiling)" if old_link else ""
+            raise FitFormatError(f"{path / 'fit.json'}: format {state.get('format')!r}{why}, "
+                                 f"this datalaws reads {FORMAT}; refit it")
         try:
             return _from_state(state, az.from_netcdf(str(path / "posterior.nc")))
         except (KeyError, TypeError) as e:  # a hand-edited or truncated state

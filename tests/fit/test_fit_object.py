@@ -111,6 +111,25 @@ def test_a_previous_version_fit_fails_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_a_format_2_fit_loads_unless_its_sigmoid_link_had_the_old_ceiling(fitted, tmp_path):
+    import shutil
+
+    r, path = fitted
+    for link, loads in ((None, True), ({"tasks": ["arc"], "floors": [0.25], "form": "sigmoid",
+                                        "ref_loss": 3.0}, False)):
+        old = tmp_path / f"v2_{loads}"
+        shutil.copytree(path, old)
+        state = json.loads((old / "fit.json").read_text())
+        (old / "fit.json").write_text(json.dumps(state | {"format": 2, "link": link}))
+        if loads:
+            loaded = Fit.load(old)
+            assert loaded.law.name == r.law.name and loaded.link is None
+            assert loaded.discrepancy_k == r.discrepancy_k
+        else:
+            with pytest.raises(FitFormatError, match="old ceiling.*refit"):
+                Fit.load(old)
+
+
 def test_compare_reads_saved_fits(fitted, tmp_path, capsys):
     r, path = fitted
     r.save(tmp_path / "again")  # the same law twice: equal scores, both ranked
