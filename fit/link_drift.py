@@ -15,8 +15,9 @@ way (``datalaws.fit.discrepancy``):
 
 with ``L_fit_min`` the lowest law loss of the fitted runs and one ``k_t`` per task, learned
 by rolling-origin backtests along loss: the runs are cut at two loss levels, the link is
-refitted per task on the runs above each cut (least squares with its Laplace posterior, the
-floor fixed) and predicts those below, each at its distance below the fold's lowest loss.
+refitted per task on the runs above each cut (its posterior mode under the link's priors and
+the Laplace approximation there, the floor fixed) and predicts those below, each at its
+distance below the fold's lowest loss.
 ``k`` is hierarchical across tasks and folds (``datalaws.fit.discrepancy_hier``, each task a
 direction): 0 with probability ``P_ZERO`` for a task whose link holds, tasks borrowing a
 common scale. Fitted in the second stage only (``--accuracy sigmoid``, the default).
@@ -58,7 +59,7 @@ def _prior_residuals(theta: np.ndarray, ref: float) -> np.ndarray:
 
 
 def _fold_task(L_fit, a_fit, L_test, floor: float, ref: float, rng) -> np.ndarray:
-    """[FOLD_DRAWS, m] predictive draws of one task's accuracy at ``L_test`` (log loss), from
+    """[FOLD_DRAWS, m] predictive draws of one task's accuracy at losses ``L_test``, from
     the link fitted on (``L_fit``, ``a_fit``): its posterior mode under the full link's
     priors, and the Laplace approximation around it."""
     bounds = ([-np.inf, -3.0, -6.0], [np.inf, 4.0, 6.0])
