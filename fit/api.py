@@ -156,13 +156,13 @@ def _accuracy(result: Fit, x, acc, mode: str, floor_source: str, link_diag) -> d
     loss law) its own sampler's diagnostics; None without a link."""
     if result.link is None:
         return None
-    out = {"mode": mode, "floor_source": floor_source, "pearson": _pearson(result, x, acc)}
+    pp = posterior_predictive(result.law, result.samples(), x,
+                              likelihood=result.likelihood, link=result.link)
+    out = {"mode": mode, "floor_source": floor_source, "pearson": _pearson(pp, result.link, acc)}
     if link_diag is not None:
         out["diagnostics"] = link_diag.to_dict()
     if mode == "two-stage":  # the link fitted on its own can be backtested on its own
-        loss = posterior_predictive(result.law, result.samples(), x,
-                                    likelihood=result.likelihood)["loss_law"]
-        out["drift"] = link_drift(np.median(loss, axis=0), acc, result.link,
+        out["drift"] = link_drift(np.median(pp["loss_law"], axis=0), acc, result.link,
                                   seed=result.config.seed)
     return out
 
@@ -217,11 +217,10 @@ def discrepancy_section(law: Law, data: LawData, x, config: FitConfig, point, no
     return out | section
 
 
-def _pearson(result: Fit, x, acc) -> dict:
-    """Posterior of Pearson r between predicted and observed accuracy, over all (run, task)."""
-    pp = posterior_predictive(result.law, result.samples(), x,
-                              likelihood=result.likelihood, link=result.link)
-    pred = np.stack([pp[f"acc_law.{t}"] for t in result.link.tasks], axis=-1)  # [S, n, T]
+def _pearson(pp: dict[str, np.ndarray], link, acc) -> dict:
+    """Posterior of Pearson r between predicted (``pp``: the posterior predictive at the
+    fitted runs) and observed accuracy, over all (run, task)."""
+    pred = np.stack([pp[f"acc_law.{t}"] for t in link.tasks], axis=-1)  # [S, n, T]
     obs = acc
     mask = ~np.isnan(obs)
     rs = np.array([np.corrcoef(p[mask], obs[mask])[0, 1] for p in pred])
