@@ -250,9 +250,10 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
     The same generative story as ``law_model`` with ``y=None``, written out vectorised over
     draws (``Predictive`` re-traces the model per call, which costs seconds in backtests),
     ``block`` draws at a time: every temporary is [block, n], not [S, n] (the Student-t
-    noise alone took 1.2 GB for 4000 draws x 2000 rows of the 20 x 20 mixing sweep).
+    noise alone took 1.2 GB for 4000 draws x 2000 rows of the 20 x 20 mixing sweep). The
+    noise comes from NumPy's generator (seeded per block): ``jax.random`` compiled its
+    gamma and normal samplers anew for every shape of rows, 5.8 of a Chinchilla fit's 43 s.
     """
-    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
     S = len(next(iter(samples.values())))
     k = np.asarray(k, dtype=np.float64)
     if k.ndim and k.shape[0] != S:  # fewer k draws than posterior draws: recycled in order
@@ -264,41 +265,37 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
         drift = (np.resize(kd, (S, kd.shape[1])), float(link_drift["loss_min"]))
     parts = [_predictive_block(law, {n: v[a:a + block] for n, v in samples.items()}, xs,
                                likelihood, link, distance, k[a:a + block] if k.ndim else k,
-                               [jax.random.fold_in(key, a // block) for key in keys],
+                               np.random.default_rng([seed, a // block]),
                                None if drift is None else (drift[0][a:a + block], drift[1]))
              for a in range(0, S, block)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k, keys,
-                      drift=None) -> dict[str, np.ndarray]:
+def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k,
+                      rng: np.random.Generator, drift=None) -> dict[str, np.ndarray]:
     """``posterior_predictive`` for one block of draws."""
-    key_z, key_noise, key_acc = keys
     s = {name: jnp.asarray(v) for name, v in samples.items()}
     p = {prm.name: s[prm.name][:, None] for prm in law.params}
-    log_law = jnp.log(law.fn(xs, p))  # [S, n]
+    log_law = np.asarray(jnp.log(law.fn(xs, p)), np.float64)  # [S, n]
     log_true = log_law
     if distance is not None and np.any(k > 0):
         sd = discrepancy_sd(k, np.asarray(distance, dtype=np.float64), log_law.shape[0])
-        z = jax.random.normal(key_z, log_law.shape)
-        log_true = log_law + jnp.asarray(sd, log_law.dtype) * z
-    sigma = s["sigma"][:, None]
+        log_true = log_law + sd * rng.standard_normal(log_law.shape)
+    sigma = np.asarray(s["sigma"], np.float64)[:, None]
     if law.noise_scale is not None:  # rows of unequal noise (Law.noise_scale)
-        sigma = sigma * law.noise_scale(xs, p)
-    noise = (dist.StudentT(s["nu"][:, None], 0.0, sigma) if likelihood == "studentt"
-             else dist.Normal(0.0, sigma))
-    log_obs = log_true + noise.expand(log_law.shape).sample(key_noise)  # draw s: its sigma
-    res = {"loss": np.exp(np.asarray(log_obs)), "loss_law": np.exp(np.asarray(log_law))}
+        sigma = sigma * np.asarray(law.noise_scale(xs, p), np.float64)
+    unit = (rng.standard_t(np.asarray(s["nu"], np.float64)[:, None], log_law.shape)
+            if likelihood == "studentt" else rng.standard_normal(log_law.shape))
+    log_obs = log_true + sigma * unit  # draw s: its sigma (and nu)
+    res = {"loss": np.exp(log_obs), "loss_law": np.exp(log_law)}
     if link is not None:
         link_p = {name: s[name][:, None, :] for name in s if name.startswith("acc_")}
-        acc_law = link.accuracy(jnp.exp(log_law), link_p)  # [S, n, T]
-        acc_true = link.accuracy(jnp.exp(log_true), link_p)
-        noise_sd = link_p["acc_sigma"]
+        acc_law = np.asarray(link.accuracy(jnp.exp(log_law), link_p))  # [S, n, T]
+        acc_true = np.asarray(link.accuracy(jnp.exp(log_true), link_p), np.float64)
+        noise_sd = np.asarray(link_p["acc_sigma"], np.float64)
         if drift is not None:  # below the fitted losses the link itself drifts
-            noise_sd = jnp.sqrt(noise_sd ** 2 + jnp.asarray(
-                drift_sd(drift[0], drift[1], log_true), acc_true.dtype) ** 2)
-        acc_obs = jnp.clip(acc_true + noise_sd * jax.random.normal(key_acc, acc_true.shape),
-                           0.0, 1.0)
+            noise_sd = np.sqrt(noise_sd ** 2 + drift_sd(drift[0], drift[1], log_true) ** 2)
+        acc_obs = np.clip(acc_true + noise_sd * rng.standard_normal(acc_true.shape), 0.0, 1.0)
         for i, t in enumerate(link.tasks):
             res[f"acc.{t}"] = np.asarray(acc_obs[..., i])
             res[f"acc_law.{t}"] = np.asarray(acc_law[..., i])
