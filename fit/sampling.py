@@ -298,6 +298,6 @@ def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k,
             noise_sd = np.sqrt(noise_sd ** 2 + drift_sd(drift[0], drift[1], log_true) ** 2)
         acc_obs = np.clip(acc_true + noise_sd * rng.standard_normal(acc_true.shape), 0.0, 1.0)
         for i, t in enumerate(link.tasks):
-            res[f"acc.{t}"] = np.asarray(acc_obs[..., i])
-            res[f"acc_law.{t}"] = np.asarray(acc_law[..., i])
+            res[f"acc.{t}"] = acc_obs[..., i]
+            res[f"acc_law.{t}"] = acc_law[..., i]
     return res
