@@ -42,12 +42,31 @@ def _scales(data: LawData, law: Law) -> dict[str, float]:
 _DEFAULT_CONFIG = FitConfig()
 
 
-def _split_priors(priors: Mapping[str, str] | None) -> tuple[dict, dict]:
-    """Law-parameter priors and noise priors (``sigma``, ``nu``; nu's is that of nu - 2)."""
-    law_p, noise = {}, {}
+def _split_priors(priors: Mapping[str, str] | None) -> tuple[dict, dict, float | None]:
+    """Law-parameter priors, noise priors (``sigma``, ``nu``; nu's is that of nu - 2) and the
+    discrepancy's prior scale (``k``: ``HalfNormal(s)``, else None for the default)."""
+    law_p, noise, k_scale = {}, {}, None
     for k, v in (priors or {}).items():
-        (noise if k in NOISE_PRIORS else law_p)[k] = v
-    return law_p, {k: parse_prior(v) for k, v in noise.items()}
+        if k == "k":
+            k_scale = k_prior_scale(v)
+        else:
+            (noise if k in NOISE_PRIORS else law_p)[k] = v
+    return law_p, {k: parse_prior(v) for k, v in noise.items()}, k_scale
+
+
+def k_prior_scale(text: str) -> float:
+    """The scale s of a ``--prior k=HalfNormal(s)`` override of the discrepancy's prior
+    (``DEFAULT_K_SCALE`` is calibrated on language-model loss sweeps; a law of another target,
+    such as a classifier's error, has drift of another size)."""
+    try:
+        d = parse_prior(text)
+        scale = float(d.scale) if type(d).__name__ == "HalfNormal" else float("nan")
+    except ValueError:  # numpyro refuses a scale <= 0 itself
+        scale = float("nan")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"prior k={text!r}: the discrepancy's prior is HalfNormal(s) with "
+                         f"s > 0 (per log unit of each axis; default {DEFAULT_K_SCALE})")
+    return scale
 
 
 def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
@@ -74,7 +93,7 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     if discrepancy not in ("backtest", "none"):
         raise ValueError(f"discrepancy={discrepancy!r}; use backtest|none")
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    law_priors, noise = _split_priors(priors)
+    law_priors, noise, k_scale = _split_priors(priors)
     df, law = law_for_table(df, law_name, law_priors, columns=columns, holdout=holdout)
     train_df, held_df = split_holdout(df, holdout)
     data = law_data(train_df, law.inputs, columns=columns, tasks=accuracy_tasks(df, accuracy),
@@ -101,7 +120,8 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
                  data=provenance, timings=timings)
     result.accuracy = _accuracy(result, x, acc, acc_mode, floor_source, link_diag)
     t0, c0 = time.perf_counter(), time.process_time()
-    result.discrepancy = discrepancy_section(law, data, x, config, point, noise, discrepancy)
+    result.discrepancy = discrepancy_section(law, data, x, config, point, noise, discrepancy,
+                                             k_scale=k_scale)
     timings |= {"backtest_s": time.perf_counter() - t0,
                 "backtest_cpu_s": time.process_time() - c0}
     if len(held_df):
@@ -201,8 +221,10 @@ def sampled_names(law: Law, idata: az.InferenceData, likelihood: str) -> list[st
 
 
 def discrepancy_section(law: Law, data: LawData, x, config: FitConfig, point, noise,
-                 mode: str) -> dict:
-    """The summary's discrepancy section: axes, hull, and k (a posterior, or 0 for none)."""
+                        mode: str, *, k_scale: float | None = None) -> dict:
+    """The summary's discrepancy section: axes, hull, and k (a posterior, or 0 for none).
+    ``k_scale``: the prior's half-normal scale (default ``DEFAULT_K_SCALE``, twice as wide
+    below 10 runs)."""
     axis_values = data.inputs[law.axis]
     out = {"mode": mode, "form": DISCREPANCY_FORM, "axis": law.axis,
            "axis_column": data.columns[law.axis], "x_max_fit": float(axis_values.max()),
@@ -211,9 +233,10 @@ def discrepancy_section(law: Law, data: LawData, x, config: FitConfig, point, no
     if mode == "none":
         return out | {"k": 0.0, "k_source": "none (--discrepancy none)", "backtest": [],
                       "backtest_points": [], "backtest_scores": [], "folds": []}
-    wide = len(data.y) < max(10, 2 * len(law.params) + 2)
-    section, _ = learn_k(law, data, x, config, point, noise=noise,
-                         prior_scale=DEFAULT_K_SCALE * (2 if wide else 1))
+    if k_scale is None:
+        wide = len(data.y) < max(10, 2 * len(law.params) + 2)
+        k_scale = DEFAULT_K_SCALE * (2 if wide else 1)
+    section, _ = learn_k(law, data, x, config, point, noise=noise, prior_scale=k_scale)
     return out | section
 
 

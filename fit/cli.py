@@ -190,7 +190,9 @@ def _cmd_laws(a: argparse.Namespace) -> int:
     for k, v in NOISE_PRIORS.items():
         print(f"  {k:>8} ~ {'2 + ' if k == 'nu' else ''}{prior_str(v)}")
     print(f"discrepancy: {DISCREPANCY_FORM}; default prior on each axis' k: "
-          f"HalfNormal({DEFAULT_K_SCALE}) (twice as wide below 10 runs)")
+          f"HalfNormal({DEFAULT_K_SCALE}) (twice as wide below 10 runs; calibrated on "
+          "language-model loss sweeps), also beyond the backtests' reach; --prior "
+          "k=HalfNormal(s) sets it for a target whose drift is of another size")
     print("accuracy (--accuracy): per task acc = floor + (1 - floor) (1 - delta) "
           "sigmoid(-s (L - L0)) + N(0, sigma), fitted after the loss law on its posterior "
           "draws (sigmoid, the default) or with it (joint); exponential: err = (1 - floor) - "

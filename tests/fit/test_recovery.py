@@ -125,3 +125,17 @@ def test_small_sweeps_fit_with_a_warning_and_the_default_k_prior():
     assert d["k_source"].startswith("default prior") and d["k"] > 0  # never a silent k = 0
     with pytest.raises(TableError, match="at least 5 runs"):
         fit(df.iloc[:4], "chinchilla", config=cfg)
+
+
+def test_the_discrepancy_prior_is_set_with_prior_k():
+    df = simulate_table("chinchilla", 1, n=7)  # too small to backtest: k is its prior alone
+    cfg = FitConfig(chains=2, warmup=100, draws=100, progress=False)
+    with pytest.warns(UserWarning, match="only 7 runs"):
+        r = fit(df, "chinchilla", config=cfg, priors={"k": "HalfNormal(0.004)"})
+    d = r.summary["discrepancy"]
+    assert d["k_prior"] == "HalfNormal(0.004)"
+    # the half-normal's median is 0.674 s: the default (0.05, doubled below 10 runs) is 25x
+    assert 0.002 < np.median(np.asarray(d["k_draws"])) < 0.004
+    for bad in ("Normal(0, 1)", "HalfNormal(0)"):
+        with pytest.raises(ValueError, match="prior k=.*HalfNormal"):
+            fit(df, "chinchilla", config=cfg, priors={"k": bad})
