@@ -3,6 +3,7 @@ over sizes, the implicit form; recovery, held-out coverage and error against the
 least-squares baseline; the optimiser; every bad input named in one line."""
 
 import dataclasses
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,7 @@ from datalaws.fit.infer import point_fit
 from datalaws.fit.laws import get_law
 from datalaws.fit.mixing import mixing_domains_law, mixing_law
 from datalaws.fit.mixture import best_mixture, optimise_mixture
-from datalaws.fit.sampling import ADAPT_MAX_PARAMS, unconstrained_size
+from datalaws.fit.sampling import ADAPT_MAX_PARAMS, slow_sampling_warning, unconstrained_size
 from datalaws.fit.table import TableError
 
 FAST = FitConfig(chains=4, warmup=400, draws=400, progress=False)
@@ -166,8 +167,11 @@ def test_many_domain_law_samples_in_few_steps_from_a_laplace_mass():
     df, law, truth, domains = _per_domain_table(3, 10, evals, 160)
     assert unconstrained_size(law) > ADAPT_MAX_PARAMS
     train, test = df.iloc[:120], df.iloc[120:]
-    r = fit(train, "mixing_domains1", config=FitConfig(chains=2, warmup=200, draws=200,
-                                                         progress=False), discrepancy="none")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        r = fit(train, "mixing_domains1", config=FitConfig(chains=2, warmup=200, draws=200,
+                                                             progress=False), discrepancy="none")
+    assert not [w for w in seen if "leapfrog steps" in str(w.message)]  # a pace, not a size
     steps = r.idata.sample_stats["n_steps"].values
     assert np.mean(steps) < 128, np.mean(steps)  # depth <= 7 on average, never 10 throughout
     c = r.diagnostics.to_dict()["checks"]
@@ -253,3 +257,13 @@ def test_rounded_proportions_are_accepted_and_renormalised():
     assert res.summary["method"] == "point"
     # a point result still holds a posterior-shaped file: plan/predict read it as any fit
     assert dataclasses.is_dataclass(res)
+
+
+def test_a_slow_joint_fit_says_so_and_what_to_do():
+    evals = [f"e{i}" for i in range(8)]
+    _, law, _, _ = _per_domain_table(3, 10, evals, 40)
+    msg = slow_sampling_warning(law, 1023.0)
+    assert "1023 leapfrog steps" in msg and "8 evaluation domains" in msg
+    assert "one at a time" in msg
+    one = slow_sampling_warning(get_law("chinchilla"), 700.0)
+    assert "700 leapfrog steps" in one and "evaluation domains" not in one
