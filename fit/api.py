@@ -48,13 +48,13 @@ def _split_priors(priors: Mapping[str, str] | None) -> tuple[dict, dict, float |
     law_p, noise, k_scale = {}, {}, None
     for k, v in (priors or {}).items():
         if k == "k":
-            k_scale = k_prior_scale(v)
+            k_scale = _k_prior_scale(v)
         else:
             (noise if k in NOISE_PRIORS else law_p)[k] = v
     return law_p, {k: parse_prior(v) for k, v in noise.items()}, k_scale
 
 
-def k_prior_scale(text: str) -> float:
+def _k_prior_scale(text: str) -> float:
     """The scale s of a ``--prior k=HalfNormal(s)`` override of the discrepancy's prior
     (``DEFAULT_K_SCALE`` is calibrated on language-model loss sweeps; a law of another target,
     such as a classifier's error, has drift of another size)."""
