@@ -92,8 +92,9 @@ def slow_sampling_warning(law: Law, steps: float) -> str:
     the rescaling, and each domain's curvature ranged 1-10 across chains: every domain wants
     its own step size and trajectory length, and a joint sampler has one of each for all.
     Fitted one ``loss.<domain>`` column at a time, each took 7-34 s and all 13 passed their
-    diagnostics (193 s in all). Simulated sweeps of as many parameters sample in under 128
-    steps (tests/fit/test_mixing.py), so only a measured pace triggers this."""
+    diagnostics (193 s in all; bench/mixing.py ``regmix_each`` reproduces it). Simulated
+    sweeps of as many parameters sample in under 128 steps (tests/fit/test_mixing.py), so
+    only a measured pace triggers this."""
     msg = (f"NUTS is taking {steps:.0f} leapfrog steps per draw (at most 1023) on "
            f"{law.name}'s {unconstrained_size(law)} parameters: this fit will be slow")
     evals = getattr(law, "evals", ())
