@@ -79,7 +79,7 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     Args:
       columns: role -> column overrides, e.g. ``{"N": "N", "D": "D"}`` for published tables.
       priors: parameter -> prior text, e.g. ``{"alpha": "LogNormal(-1, 0.3)"}``; ``sigma``
-        and ``nu`` (the prior of nu - 2) too.
+        and ``nu`` (the prior of nu - 2) too, and ``k``: the discrepancy's HalfNormal(s).
       holdout: pandas expression selecting rows to hold out and predict.
       discrepancy: ``"backtest"`` (k from rolling-origin backtests) or ``"none"`` (k = 0).
       accuracy: ``"sigmoid"`` (a second stage on the loss posterior), ``"joint"`` (sigmoid
@@ -88,10 +88,7 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
       method: ``"nuts"`` (the posterior) or ``"point"`` (the Huber least-squares baseline
         alone, as the papers fit: intervals from the residual spread only).
     """
-    if method not in ("nuts", "point"):
-        raise ValueError(f"method={method!r}; use nuts|point")
-    if discrepancy not in ("backtest", "none"):
-        raise ValueError(f"discrepancy={discrepancy!r}; use backtest|none")
+    _check_options(method=method, discrepancy=discrepancy)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     law_priors, noise, k_scale = _split_priors(priors)
     df, law = law_for_table(df, law_name, law_priors, columns=columns, holdout=holdout)
@@ -130,6 +127,14 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     timings |= {"total_s": time.perf_counter() - t_start,
                 "total_cpu_s": time.process_time() - cpu_start}
     return result
+
+
+def _check_options(**given: str) -> None:
+    """Each of ``fit``'s string options is one of its choices (one line naming them)."""
+    choices = {"method": ("nuts", "point"), "discrepancy": ("backtest", "none")}
+    for name, value in given.items():
+        if value not in choices[name]:
+            raise ValueError(f"{name}={value!r}; use {'|'.join(choices[name])}")
 
 
 RETRY_TARGET_ACCEPT = 0.99
