@@ -17,11 +17,12 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from datalaws.fit import blocks
 from datalaws.fit import discrepancy as disc
 from datalaws.fit.accuracy import accuracy_tasks, add_link, setup_link
 from datalaws.fit.backtest import hull_summary, learn_k
 from datalaws.fit.discrepancy import DEFAULT_K_SCALE
-from datalaws.fit.infer import FitConfig, diagnose, point_fit, posterior_predictive, run_nuts
+from datalaws.fit.infer import FitConfig, diagnose, point_fit, posterior_predictive
 from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Axis, Law, parse_prior
 from datalaws.fit.lawtable import check_runs, law_for_table
 from datalaws.fit.link_drift import link_drift
@@ -159,13 +160,26 @@ def careful(config: FitConfig) -> FitConfig:
                                warmup=2 * config.warmup, draws=2 * config.draws)
 
 
+def _retries(config: FitConfig) -> bool:
+    """Whether a failed run is worth sampling again (enough chains and draws to judge)."""
+    return config.chains >= 2 and config.chains * config.draws >= RETRY_MIN_DRAWS
+
+
 def _sample_checked(law: Law, x, data: LawData, config: FitConfig, point, noise, link, acc,
                     acc_mode, provenance: dict):
     """``_sample``, and once more with ``careful(config)`` when its diagnostics fail (the
     second run's draws stand, pass or fail; ``provenance["resampled"]`` says why):
     (idata, diagnostics, link diagnostics, the config that drew them)."""
     idata, diag, link_diag = _sample(law, x, data, config, point, noise, link, acc, acc_mode)
-    if diag.ok or config.chains < 2 or config.chains * config.draws < RETRY_MIN_DRAWS:
+    redone = idata.posterior.attrs.get("resampled")
+    if redone:  # sampled by evaluation domain: the failing domains were redone
+        provenance["resampled"] = (f"domains whose first run failed, resampled with target_"
+                                   f"accept {careful(config).target_accept:g} and twice the "
+                                   f"warmup and draws (thinned): {redone}")
+        if config.progress:
+            print(provenance["resampled"], flush=True)
+    blockwise = idata.posterior.attrs.get("sampled_by") == "evaluation domain"
+    if diag.ok or blockwise or not _retries(config):
         return idata, diag, link_diag, config
     sampled = careful(config)
     provenance["resampled"] = (f"first run failed ({'; '.join(diag.failures())}); resampled "
@@ -197,9 +211,9 @@ def _sample(law: Law, x, data: LawData, config: FitConfig, point, noise, link, a
     """NUTS from the point fit (the accuracy link in the model, or fitted after it), and the
     checks of every sampled quantity."""
     joint = link if acc_mode == "joint" else None
-    mcmc = run_nuts(law, x, data.y, config, link=joint, acc=acc if joint else None,
-                    init=point, noise=noise)
-    idata = az.from_numpyro(mcmc)
+    mcmc = blocks.sample(law, x, data.y, config, link=joint, acc=acc if joint else None,
+                         init=point, noise=noise, retry=careful if _retries(config) else None)
+    idata = blocks.to_idata(mcmc)
     if law.minor_modes:  # latent terms: a chain in a negligible-mass mode (issue 20)
         from datalaws.fit.chains import drop_minor_modes
 
@@ -276,15 +290,21 @@ def predictive_draws(result: Fit, points: pd.DataFrame, *, seed: int = 1
                      ) -> dict[str, np.ndarray]:
     """Draws [samples, rows] of every predicted quantity at ``points``."""
     law = result.law
-    cols = {r: c for r, c in result.columns.items() if r in law.inputs}
-    points = law.prepare(points)  # mixtures, evaluation weights, pool weights: checked
-    data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
-    x = data.normalised(result.scales)
+    data, x = point_inputs(result, points)
     samples = result.samples()
     d, k = _distance_and_k(result, data, len(next(iter(samples.values()))), seed)
     return posterior_predictive(law, samples, x, likelihood=result.likelihood,
                                 link=result.link, distance=d, k=k, seed=seed,
                                 link_drift=(result.accuracy or {}).get("drift"))
+
+
+def point_inputs(result: Fit, points: pd.DataFrame) -> tuple[LawData, dict[str, np.ndarray]]:
+    """The law's inputs at ``points`` (checked), raw and normalised as the fit's."""
+    law = result.law
+    cols = {r: c for r, c in result.columns.items() if r in law.inputs}
+    points = law.prepare(points)  # mixtures, evaluation weights, pool weights: checked
+    data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
+    return data, data.normalised(result.scales)
 
 
 def _distance_and_k(result: Fit, data: LawData, n_draws: int, seed: int):

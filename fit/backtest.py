@@ -14,8 +14,9 @@ from collections.abc import Mapping
 import arviz as az
 import numpy as np
 
+from datalaws.fit import blocks
 from datalaws.fit import discrepancy as disc
-from datalaws.fit.infer import FitConfig, posterior_predictive, run_nuts
+from datalaws.fit.infer import FitConfig, posterior_predictive
 from datalaws.fit.laws import Law
 from datalaws.fit.table import LawData
 
@@ -45,8 +46,9 @@ def _fold_diagnostics(mcmc, n_folds: int) -> list[dict]:
     out = []
     for f in range(n_folds):
         # Vector parameters (e.g. the mixing laws' t_ij) count component by component.
-        per = [c for v in s.values() if v.ndim >= 4
-               for c in np.moveaxis(v[:, :, f, 0].reshape(*v.shape[:2], -1), -1, 0)]
+        per = [c for v in s.values() if v.ndim >= 4  # constant elements are fixed ones
+               for c in np.moveaxis(v[:, :, f, 0].reshape(*v.shape[:2], -1), -1, 0)
+               if np.ptp(c) > 0]
         rh = max(float(az.rhat(c)) for c in per) if per else float("nan")
         ess = min(float(az.ess(c)) for c in per) if per else float("nan")
         out.append({"r_hat": rh, "ess_bulk": ess, "ok": bool(rh <= FOLD_MAX_RHAT)})
@@ -82,7 +84,7 @@ def _run_folds(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: Fit
     masks = np.stack([m for _, _, m in specs])
     # All folds in one sampler: the law with a leading fold axis, each fold's likelihood
     # masked to its rows. Folds keep the full fit's input scales and its point init.
-    mcmc = run_nuts(law, x, data.y, bt, init=point, mask=masks, noise=noise)
+    mcmc = blocks.sample(law, x, data.y, bt, init=point, mask=masks, noise=noise)
     diags = _fold_diagnostics(mcmc, len(specs))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
     coords = disc.axis_coords(law.axes, data.inputs)

@@ -32,13 +32,21 @@ class Diagnostics:
 
 def diagnose(idata: az.InferenceData, var_names: Sequence[str], *, max_rhat: float = 1.01,
              min_ess: float = 400, min_bfmi: float = 0.3) -> Diagnostics:
-    """R-hat, bulk/tail ESS, divergences and BFMI from ArviZ, each checked."""
-    rhat = az.rhat(idata, var_names=list(var_names))
-    ess_bulk = az.ess(idata, var_names=list(var_names), method="bulk")
-    ess_tail = az.ess(idata, var_names=list(var_names), method="tail")
+    """R-hat, bulk/tail ESS, divergences and BFMI from ArviZ, each checked. Elements
+    constant over every draw (a fixed value held in a sampled vector, such as the pooled
+    effect scales of a law sampled one evaluation domain at a time) are not checked."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # fixed elements: 0 / 0
+        rhat = az.rhat(idata, var_names=list(var_names))
+        ess_bulk = az.ess(idata, var_names=list(var_names), method="bulk")
+        ess_tail = az.ess(idata, var_names=list(var_names), method="tail")
 
     def worst(ds, fn):
-        vals = {v: float(fn(ds[v].values)) for v in ds.data_vars}
+        vals = {}
+        for v in ds.data_vars:  # elements that never move are fixed, not sampled: skipped
+            draws = np.asarray(idata.posterior[v].values)
+            moved = np.ptp(draws, axis=(0, 1)) > 0
+            if np.any(moved):
+                vals[v] = float(fn(np.asarray(ds[v].values)[moved]))
         name = (max if fn is np.max else min)(vals, key=vals.get)
         return vals[name], name
 

@@ -27,8 +27,9 @@ def param_table(f: Fit) -> dict[str, dict]:
         return {n: {"mean": v, "q05": v, "q50": v, "q95": v} for n, v in flat.items()}
     from datalaws.fit.api import sampled_names
 
-    s = az.summary(f.idata, var_names=sampled_names(f.law, f.idata, f.likelihood), kind="all",
-                   stat_focus="mean", round_to="none")
+    with np.errstate(invalid="ignore", divide="ignore"):  # fixed elements (blocks): 0 / 0
+        s = az.summary(f.idata, var_names=sampled_names(f.law, f.idata, f.likelihood),
+                       kind="all", stat_focus="mean", round_to="none")
     samples = f.samples()
     out = {}
     for name, row in s.iterrows():

@@ -103,9 +103,10 @@ class Law:
     # latent terms whose posterior has distinct local optima: chains stuck in one of
     # negligible mass are dropped after sampling (datalaws.fit.chains; the mixing laws)
     minor_modes: bool = False
-    # per-row multiplier of the noise scale sigma, ``(x, p) -> [*batch, n]`` (the per-domain
-    # mixing law: each evaluation domain its own noise); None: one sigma for every row
-    noise_scale: Callable[[Mapping[str, Array], Mapping[str, Array]], Array] | None = None
+    # input roles whose values weight each row's noise (the per-domain mixing law's
+    # ``e.<domain>``): sigma and nu are then vectors, one per role, and a row's are their
+    # weighted sum (``datalaws.fit.model.row_noise``); empty: one sigma and nu for every row
+    noise_groups: tuple[str, ...] = ()
 
     # The law's groups are spelled in its input roles: ``r.<domain>`` (training proportion),
     # ``e.<domain>`` (evaluation weight), ``w.<pool>`` (pool weight). Only this module reads

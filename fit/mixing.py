@@ -23,8 +23,12 @@ non-centred ``tau_j * z_ij`` would leave NUTS a curved ridge per domain to crawl
 With one or two loss series there is too little to learn a scale from: the effects are
 ``z`` themselves, shrunk by a fixed ``N(0, 1)`` (nats per unit of proportion).
 
-With 2+ evaluation domains each has its own noise: ``noise`` [E] holds centred log
-multipliers of sigma (``Law.noise_scale``), prior N(0, 0.5).
+With 2+ evaluation domains each has its own noise: ``sigma`` and ``nu`` [E], one per
+domain (``Law.noise_groups``), so on per-domain rows (one-hot ``eval.<domain>``, no size
+terms) the domains share nothing but the effect scales tau, and those are fixed at the least
+squares' balanced values when the domains are sampled one at a time
+(``datalaws.fit.blocks``: each domain its own step size; jointly, RegMix's 13 losses took
+over an hour).
 
 Size terms ``a (N/N0)^-alpha`` and ``b (D/D0)^-beta`` enter only for the inputs the table
 varies (``sizes``); at one size the law has none and cannot be asked about another.
@@ -179,7 +183,8 @@ def _check(domains, sizes, what):
     return domains, tuple(r for r in SIZE_ROLES if r in sizes)
 
 
-def _z_param(domains, series: Sequence[str], pooled: bool = False, latent: int = 1) -> Param:
+def _z_param(domains, series: Sequence[str], pooled: bool = False, latent: int = 1,
+             scales=None) -> Param:
     """The effects of every loss series, K = ``latent`` rows per series: the first its linear
     effects beta, the others (more curved) their exponent coefficients t (mixing_prior)."""
     what = (f"of training on each of {len(domains)} domains ({', '.join(domains)}) for each "
@@ -187,7 +192,7 @@ def _z_param(domains, series: Sequence[str], pooled: bool = False, latent: int =
     kinds = [int(k % latent > 0) for k in range(len(series))]
     kind = "linear effects (nats)" + (", exponent coefficients t for terms 2+" if latent > 1
                                       else "")
-    prior = effects_prior(len(series), len(domains), kinds, pooled)
+    prior = effects_prior(len(series), len(domains), kinds, pooled, scales)
     if pooled:
         return Param("z", prior, f"{kind} {what}, then log tau, their scale per training "
                      "domain (per kind)")
@@ -246,7 +251,7 @@ def _domains_by_draw(x, R, Z, e_mid, kap, evals: Sequence[str], t_coords: bool):
 
 def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                        sizes: Sequence[str] = SIZE_ROLES, latent: int = 1,
-                       t_coords: bool = True) -> Law:
+                       t_coords: bool = True, effect_scales=None) -> Law:
     """The per-domain law: one ``c_i + k_i exp(t_i . r)`` per evaluation domain i, pooled.
 
     Parameters are vectors over evaluation domains (sorted): ``e_mid`` [E], ``kappa`` [E],
@@ -261,6 +266,8 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
     The loss is accumulated one evaluation domain at a time: draws x rows x domains at once
     is what made a 20 x 20 prediction take 13 GB. ``t_coords=False`` holds every row as
     linear effects: least squares searches there (``mixing_ls``), NUTS samples terms 2+ by t.
+    ``effect_scales`` [kinds, J]: fixed effect scales tau in place of pooled ones (one
+    domain sampled alone, ``datalaws.fit.blocks``).
     """
     domains, sizes = _check(domains, sizes, "mixing_domains")
     evals = sorted(evals)
@@ -269,7 +276,8 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
     if latent < 1:
         raise ValueError(f"mixing_domains needs >= 1 latent term per domain; got {latent}")
     E, J, K = len(evals), len(domains), latent
-    pooled = E >= 3  # per-domain scales need several evaluation domains to learn from
+    # per-domain scales need several evaluation domains to learn from
+    pooled = E >= 3 and effect_scales is None
     kname = "kappa" if K == 1 else "kappa1"
 
     def fn(x, p):
@@ -284,7 +292,7 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
         return _positive(total + _size_terms(x, p, sizes))
 
     derived = _domains_derived(domains, evals, sizes, K, pooled)
-    params = _domains_params(domains, evals, K, pooled, t_coords)
+    params = _domains_params(domains, evals, K, pooled, t_coords, effect_scales)
     latent_txt = "" if K == 1 else f", {K} latent terms each (eq. 4)"
     return Law(
         name="mixing_domains" + ("" if K == 1 else str(K)),
@@ -293,27 +301,11 @@ def mixing_domains_law(domains: Sequence[str], evals: Sequence[str],
                  f"L = sum_i s_i (c_i + sum_k<={K} q_ik*exp(sum_j t_ikj r_j))")
         + _size_formula(sizes),
         params=(*params, *_size_params(sizes)), fn=fn, derived=derived,
-        noise_scale=_noise_scale(evals) if E >= 2 else None,
+        noise_groups=tuple(f"e.{i}" for i in evals) if E >= 2 else (),
         reference="Ye et al. 2024 (data mixing laws, eq. 1 per domain, eq. 3 explicit "
                   "composition" + latent_txt + ")",
         **(_common(domains, sizes) | {"unscaled": tuple(
             f"r.{d}" for d in domains) + tuple(f"e.{i}" for i in evals)}))
-
-
-def _noise_scale(evals: Sequence[str]):
-    """Each row's noise relative to sigma, ``exp(sum_i s_i (u_i - mean u))``: evaluation
-    domains are not equally noisy (one sigma for all over-covers the quiet ones and
-    under-covers the noisy). Accumulated one domain at a time, as the law."""
-
-    def scale(x, p):
-        u = _front(p["noise"])
-        u = u - u.mean(axis=0)
-        out = 0.0
-        for i, ev in enumerate(evals):
-            out = out + jnp.asarray(x[f"e.{ev}"]) * u[i]
-        return jnp.exp(out)
-
-    return scale
 
 
 def _domains_flat(x, R, Z, e_mid, kap, evals, t_coords=True):
@@ -355,7 +347,7 @@ def _domains_derived(domains: Sequence[str], evals: Sequence[str], sizes: Sequen
 
 
 def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled: bool,
-                    t_coords: bool = True) -> list[Param]:
+                    t_coords: bool = True, scales=None) -> list[Param]:
     """The per-domain law's parameters: loss at the uniform mixture, curvatures (ordered
     latent terms when K > 1) and the mixture effects, all vectors over evaluation domains."""
     E = len(evals)
@@ -368,12 +360,8 @@ def _domains_params(domains: Sequence[str], evals: Sequence[str], K: int, pooled
                          "first latent term"),
                    Param("gaps", _vec(_kappa_prior(), E * (K - 1)), "kappa_{k+1} - kappa_k "
                          "(> 0) per domain: the latent terms stay ordered")]
-    if E >= 2:
-        params.append(Param("noise", _vec(dist.Normal(0.0, 0.5), E), "log noise scale of each "
-                            "evaluation domain relative to sigma (centred: sigma is their "
-                            "geometric mean)"))
     series = [f"{i}/{k + 1}" if K > 1 else i for i in evals for k in range(K)]
-    return params + [_z_param(domains, series, pooled, K if t_coords else 1)]
+    return params + [_z_param(domains, series, pooled, K if t_coords else 1, scales)]
 
 
 def mixing_implicit_law(domains: Sequence[str], latent: int = 2,

@@ -41,8 +41,6 @@ def balance_point(law: Law, point: Mapping) -> dict:
     point = dict(point)
     if law.family != "mixing" or "z" not in point:
         return point
-    if "noise" in point:  # least squares says nothing of it: every domain starts at sigma
-        point["noise"] = [0.0] * len(law.evals)
     J = len(law.domains)
     prior = _z_prior(law)
     pooled = isinstance(prior, PooledEffects)
@@ -104,8 +102,6 @@ def join_domains(law: Law, points: Sequence[Mapping]) -> dict:
     else:
         out["kappa1"] = [p["kappa1"] for p in points]
         out["gaps"] = [float(v) for p in points for v in p["gaps"]]
-    if len(law.evals) >= 2:
-        out["noise"] = [0.0] * len(law.evals)
     prior = _z_prior(law)
     if isinstance(prior, PooledEffects):
         out["z"] += [0.0] * (prior.G * J)  # log tau: balanced

@@ -75,12 +75,17 @@ class PooledEffects(dist.Distribution):
         return lp + jnp.sum(dist.Normal(0.0, tau).log_prob(beta), (-2, -1))
 
 
-def effects_prior(rows: int, J: int, kinds: Sequence[int], pooled: bool) -> dist.Distribution:
+def effects_prior(rows: int, J: int, kinds: Sequence[int], pooled: bool,
+                  scales=None) -> dist.Distribution:
     """The prior of the effects vector ``z``: ``rows`` x J effects (row r of kind
     ``kinds[r]``: 0 linear effects, 1 exponent coefficients), pooled across rows per
-    training domain, or independent normals of each kind's scale."""
+    training domain, or independent normals of each kind's scale, or of the given
+    ``scales`` [kinds, J] (fixed per kind and training domain)."""
     if pooled:
         return PooledEffects(rows, J, kinds=kinds)
+    if scales is not None:
+        sd = np.asarray(scales, np.float32)[np.asarray(kinds)].reshape(-1)
+        return dist.Normal(jnp.zeros(rows * J), jnp.asarray(sd)).to_event(1)
     if not any(kinds):
         return dist.Normal(0.0, BETA_SCALE).expand([rows * J]).to_event(1)
     sd = np.repeat(np.asarray([(BETA_SCALE, T_SCALE)[k] for k in kinds], np.float32), J)

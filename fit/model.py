@@ -28,7 +28,7 @@ from numpyro.distributions.transforms import AffineTransform
 
 from datalaws.fit.laws import NOISE_PRIORS, Law
 
-__all__ = ["NU_MIN", "noise_prior", "AccuracyLink", "law_model"]
+__all__ = ["NU_MIN", "noise_prior", "row_noise", "AccuracyLink", "law_model"]
 
 NU_MIN = 2.0  # Student-t degrees of freedom stay above 2: finite predictive variance
 
@@ -51,6 +51,21 @@ def noise_prior(name: str, priors: Mapping[str, dist.Distribution] | None = None
     given for ``nu`` is that of ``nu - 2``."""
     d = (priors or {}).get(name, NOISE_PRIORS[name])
     return _Above(d, NU_MIN) if name == "nu" else d
+
+
+def _noise_site(name: str, law: Law, priors) -> jnp.ndarray:
+    """sigma or nu: a scalar, or one per noise group (``Law.noise_groups``) as one vector
+    site, so a fold axis stays in front as for the law's vector parameters."""
+    d = noise_prior(name, priors)
+    G = len(law.noise_groups)
+    return numpyro.sample(name, d.expand([G]).to_event(1) if G else d)
+
+
+def row_noise(law: Law, x: Mapping[str, jnp.ndarray], value: jnp.ndarray) -> jnp.ndarray:
+    """Each row's sigma (or nu) from per-group values ``value`` [*batch, G]: the groups'
+    values weighted by the rows' ``Law.noise_groups`` inputs (one-hot rows: their group's
+    own). ``value[..., g]`` must broadcast against the inputs' row axis."""
+    return sum(jnp.asarray(x[r]) * value[..., g] for g, r in enumerate(law.noise_groups))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,8 +142,8 @@ def law_model(x: Mapping[str, jnp.ndarray], *, law: Law, y: jnp.ndarray | None =
     fold_plate = numpyro.plate("folds", folds, dim=-2) if folds else contextlib.nullcontext()
     with fold_plate:
         p = {prm.name: numpyro.sample(prm.name, prm.prior) for prm in law.params}
-        sigma = numpyro.sample("sigma", noise_prior("sigma", noise))
-        nu = numpyro.sample("nu", noise_prior("nu", noise)) if likelihood == "studentt" else None
+        sigma = _noise_site("sigma", law, noise)
+        nu = _noise_site("nu", law, noise) if likelihood == "studentt" else None
     link_p = link.sample_params() if link is not None else None
     log_mu = jnp.log(law.fn(x, p))
     n = log_mu.shape[-1]
@@ -138,8 +153,9 @@ def law_model(x: Mapping[str, jnp.ndarray], *, law: Law, y: jnp.ndarray | None =
             z = numpyro.sample("discrepancy_z", dist.Normal(0.0, 1.0))
             numpyro.deterministic("log_loss_law", log_mu)
             log_mu = log_mu + k * distance * z
-        if law.noise_scale is not None:  # rows of unequal noise (Law.noise_scale)
-            sigma = sigma * law.noise_scale(x, p)
+        if law.noise_groups:  # each row its group's noise ([folds, 1, G]: per fold)
+            sigma = row_noise(law, x, sigma)
+            nu = None if nu is None else row_noise(law, x, nu)
         noise = (dist.StudentT(nu, log_mu, sigma) if nu is not None
                  else dist.Normal(log_mu, sigma))
         numpyro.sample("log_loss", noise, obs=None if y is None else jnp.log(y))

@@ -174,6 +174,10 @@ class Fit:
             why = " (its sigmoid accuracy link has the old ceiling)" if old_link else ""
             raise FitFormatError(f"{path / 'fit.json'}: format {state.get('format')!r}{why}, "
                                  f"this datalaws reads {FORMAT}; refit it")
+        if "noise" in (state.get("priors") or {}):  # before sigma and nu per domain
+            raise FitFormatError(f"{path / 'fit.json'}: its evaluation domains' noise is "
+                                 "relative to one sigma (an older datalaws; each has its own "
+                                 "sigma and nu now); refit it")
         try:
             return _from_state(state, az.from_netcdf(str(path / "posterior.nc")))
         except (KeyError, TypeError) as e:  # a hand-edited or truncated state

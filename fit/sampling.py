@@ -18,7 +18,7 @@ from numpyro.infer import MCMC, NUTS, init_to_uniform
 
 from datalaws.fit.laws import Law
 from datalaws.fit.link_drift import drift_sd
-from datalaws.fit.model import AccuracyLink, law_model
+from datalaws.fit.model import AccuracyLink, law_model, row_noise
 
 __all__ = ["FitConfig", "init_near", "run_nuts", "posterior_predictive", "discrepancy_sd",
            "slow_sampling_warning"]
@@ -85,24 +85,21 @@ def slow_sampling_warning(law: Law, steps: float) -> str:
     several evaluation domains, what to do instead.
 
     Measured on RegMix's 13 validation losses (1M models, 512 mixtures, ``mixing_domains``
-    with K = 1, 277 parameters): every draw took the maximum 1023 leapfrog steps, more than
-    an hour in all; with the chains and the Laplace mass at the posterior's mode (L-BFGS on
-    the potential) still 740-1023 on 10 of the domains. The stiffest directions were
-    own-domain effects (arxiv's loss on arxiv data, ...), ~100x narrower than the mass after
-    the rescaling, and each domain's curvature ranged 1-10 across chains: every domain wants
-    its own step size and trajectory length, and a joint sampler has one of each for all.
-    Fitted one ``loss.<domain>`` column at a time, each took 7-34 s and all 13 passed their
-    diagnostics (193 s in all; bench/mixing.py ``regmix_each`` reproduces it). Simulated
-    sweeps of as many parameters sample in under 128 steps (tests/fit/test_mixing.py), so
-    only a measured pace triggers this."""
+    with K = 1, 277 parameters) sampled jointly: every draw took the maximum 1023 leapfrog
+    steps, more than an hour in all. Each domain wants its own step size and trajectory
+    length, and a joint sampler has one of each for all; rows of one domain each, without
+    size terms, are now sampled one domain at a time (``datalaws.fit.blocks``: 13 domains in
+    minutes). Rows of a known composition, or size terms, still couple the domains, and
+    this warning is what remains for them. Simulated sweeps of as many parameters sample in
+    under 128 steps (tests/fit/test_mixing.py), so only a measured pace triggers this."""
     msg = (f"NUTS is taking {steps:.0f} leapfrog steps per draw (at most 1023) on "
            f"{law.name}'s {unconstrained_size(law)} parameters: this fit will be slow")
     evals = getattr(law, "evals", ())
     if len(evals) >= 2:
-        msg += (f". Its {len(evals)} evaluation domains share one step size; on RegMix's 13 "
-                "losses each loss.<domain> column fitted alone took 7-34 s against over an "
-                "hour jointly: fit the domains you need one at a time unless you need their "
-                "pooled effect scales")
+        msg += (f". Its {len(evals)} evaluation domains share one step size here (rows of "
+                "a known composition, or size terms, couple them); per-domain rows at one "
+                "size are sampled one domain at a time, in minutes: fit the loss.<domain> "
+                "columns at one size if you can")
     return msg
 
 
@@ -165,7 +162,8 @@ def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> d
     # the noise the point fit leaves (robust sd of its log residuals), not the sampler's
     # start of 0.02: every law parameter's curvature scales with 1 / sigma^2
     resid = np.log(y) - np.log(np.asarray(law.fn(xj, {k: jnp.asarray(v) for k, v in at.items()})))
-    at["sigma"] = np.asarray(max(1.4826 * np.median(np.abs(resid - np.median(resid))), 1e-4))
+    at["sigma"] = np.broadcast_to(max(1.4826 * np.median(np.abs(resid - np.median(resid))),
+                                      1e-4), init_values["sigma"].shape)
     return {"inverse_mass_matrix": laplace_inverse_mass(model, at, xj, jnp.asarray(y)),
             "adapt_mass_matrix": False}
 
@@ -231,9 +229,10 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
     # vector parameters (the mixing laws') keep their own trailing shape
     init_values = {n: np.broadcast_to(np.asarray(v, float), shape + np.shape(v))
                    for n, v in (init or {}).items()}
-    init_values.setdefault("sigma", np.full(shape, 0.02))
+    groups = (len(law.noise_groups),) if law.noise_groups else ()  # one per noise group
+    init_values.setdefault("sigma", np.full(shape + groups, 0.02))
     if config.likelihood == "studentt":
-        init_values.setdefault("nu", np.full(shape, 10.0))
+        init_values.setdefault("nu", np.full(shape + groups, 10.0))
     # law, likelihood and link are static: bind them, so only arrays are traced model args
     model = functools.partial(law_model, law=law, likelihood=config.likelihood, link=link,
                               noise=noise)
@@ -306,6 +305,14 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+def _by_row(law: Law, xs, value) -> np.ndarray:
+    """[S, n] (or [S, 1]) of a noise parameter drawn [S] or, per noise group, [S, G]."""
+    value = jnp.asarray(value)
+    if value.ndim == 2:  # per group: each row its group's (Law.noise_groups)
+        return np.asarray(row_noise(law, xs, value[:, None, :]), np.float64)
+    return np.asarray(value, np.float64)[:, None]
+
+
 def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k,
                       rng: np.random.Generator, drift=None) -> dict[str, np.ndarray]:
     """``posterior_predictive`` for one block of draws."""
@@ -316,10 +323,8 @@ def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k,
     if distance is not None and np.any(k > 0):
         sd = discrepancy_sd(k, np.asarray(distance, dtype=np.float64), log_law.shape[0])
         log_true = log_law + sd * rng.standard_normal(log_law.shape)
-    sigma = np.asarray(s["sigma"], np.float64)[:, None]
-    if law.noise_scale is not None:  # rows of unequal noise (Law.noise_scale)
-        sigma = sigma * np.asarray(law.noise_scale(xs, p), np.float64)
-    unit = (rng.standard_t(np.asarray(s["nu"], np.float64)[:, None], log_law.shape)
+    sigma = _by_row(law, xs, s["sigma"])
+    unit = (rng.standard_t(_by_row(law, xs, s["nu"]), log_law.shape)
             if likelihood == "studentt" else rng.standard_normal(log_law.shape))
     log_obs = log_true + sigma * unit  # draw s: its sigma (and nu)
     res = {"loss": np.exp(log_obs), "loss_law": np.exp(log_law)}

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from datalaws.fit import discrepancy as disc
-from datalaws.fit.api import predictive_draws
+from datalaws.fit.api import point_inputs, predictive_draws
+from datalaws.fit.model import row_noise
 from datalaws.fit.result import Fit
 from datalaws.fit.table import law_data
 
@@ -131,13 +133,29 @@ def crn_log_loss(result: Fit, points: pd.DataFrame, *, seed: int = 0,
     out = log_law + rng.standard_normal(S)[:, None] * _discrepancy_sd(result, points, S, seed)
     samples = result.samples()
     if noise and "sigma" in samples:
-        sigma = np.resize(np.asarray(samples["sigma"], np.float64).reshape(-1), S)
-        nu = samples.get("nu")
-        eps = (rng.standard_t(np.resize(np.asarray(nu, np.float64).reshape(-1), S))
-               if nu is not None and result.likelihood == "studentt"
-               else rng.standard_normal(S))
-        out = out + (sigma * eps)[:, None]
+        sigma, nu = (_per_point(result, points, samples.get(n), S) for n in ("sigma", "nu"))
+        t = nu is not None and result.likelihood == "studentt"
+        if sigma.shape[1] == 1:
+            eps = rng.standard_t(nu[:, 0]) if t else rng.standard_normal(S)
+        else:  # one quantile per draw, at each point's own nu
+            u = rng.uniform(size=S)[:, None]
+            eps = stats.t.ppf(u, nu) if t else stats.norm.ppf(u)
+        out = out + sigma * np.reshape(eps, (S, -1))
     return out, log_law
+
+
+def _per_point(result: Fit, points: pd.DataFrame, value, S: int) -> np.ndarray | None:
+    """A noise parameter's draws as [S, 1], or [S, n] where each evaluation domain has its
+    own (``Law.noise_groups``); each draw's one value, so the noise is common to the points."""
+    if value is None:
+        return None
+    v = np.asarray(value, np.float64)
+    if v.ndim == 1:
+        return np.resize(v, S)[:, None]
+    x = point_inputs(result, points)[1]
+    per = np.asarray(row_noise(result.law, {r: np.asarray(a)[None, :] for r, a in x.items()},
+                               v[:, None, :]), np.float64)
+    return np.resize(per, (S, per.shape[1]))
 
 
 def backtest_coverage_at(result: Fit, d: float) -> dict:

@@ -15,7 +15,12 @@ from datalaws.fit.infer import point_fit
 from datalaws.fit.laws import get_law
 from datalaws.fit.mixing import mixing_domains_law, mixing_law
 from datalaws.fit.mixture import best_mixture, optimise_mixture
-from datalaws.fit.sampling import ADAPT_MAX_PARAMS, slow_sampling_warning, unconstrained_size
+from datalaws.fit.sampling import (
+    ADAPT_MAX_PARAMS,
+    run_nuts,
+    slow_sampling_warning,
+    unconstrained_size,
+)
 from datalaws.fit.table import TableError
 
 FAST = FitConfig(chains=4, warmup=400, draws=400, progress=False)
@@ -159,30 +164,66 @@ def test_point_fit_handles_hundreds_of_parameters():
     assert abs(p["kappa"] - 2.0) < 0.3
 
 
+def _long(df, domains, evals):
+    """The per-domain table as the law's rows: one row per mixture and evaluation domain."""
+    parts = [df[[f"mix.{d}" for d in domains]].assign(
+        **{f"eval.{e}": float(e == i) for e in evals}) for i in evals]
+    y = np.concatenate([df[f"loss.{i}"].to_numpy() for i in evals])
+    pts = pd.concat(parts, ignore_index=True)
+    x = {f"r.{d}": pts[f"mix.{d}"].to_numpy() for d in domains} | {
+        f"e.{e}": pts[f"eval.{e}"].to_numpy() for e in evals}
+    return pts, x, y
+
+
 def test_many_domain_law_samples_in_few_steps_from_a_laplace_mass():
-    # 10 domains x 8 evaluation domains: 114 parameters, past ADAPT_MAX_PARAMS, so NUTS uses
-    # the fixed Laplace mass (fit/sampling.py). numpyro's windowed dense adaptation took the
-    # maximum 1023 leapfrog steps per draw at 420 effects (bench/mixing.py sim20).
+    # 10 domains x 8 evaluation domains sampled jointly (as rows of a known composition or
+    # size terms make a fit do): 114 parameters, past ADAPT_MAX_PARAMS, so NUTS uses the fixed
+    # Laplace mass (fit/sampling.py). numpyro's windowed dense adaptation took the maximum
+    # 1023 leapfrog steps per draw at 420 effects (bench/mixing.py sim20).
     evals = [f"e{i}" for i in range(8)]
-    df, law, truth, domains = _per_domain_table(3, 10, evals, 160)
+    df, law, truth, domains = _per_domain_table(3, 10, evals, 120)
     assert unconstrained_size(law) > ADAPT_MAX_PARAMS
-    train, test = df.iloc[:120], df.iloc[120:]
+    _, x, y = _long(df, domains, evals)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        r = fit(train, "mixing_domains1", config=FitConfig(chains=2, warmup=200, draws=200,
-                                                             progress=False), discrepancy="none")
+        mcmc = run_nuts(law, x, y, FitConfig(chains=2, warmup=200, draws=200, progress=False),
+                        init=point_fit(law, x, y))
     assert not [w for w in seen if "leapfrog steps" in str(w.message)]  # a pace, not a size
-    steps = r.idata.sample_stats["n_steps"].values
+    steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
     assert np.mean(steps) < 128, np.mean(steps)  # depth <= 7 on average, never 10 throughout
+    assert not np.any(mcmc.get_extra_fields()["diverging"])
+    lo, hi = np.quantile(_effects(mcmc.get_samples(), 10, True), [0.05, 0.95], axis=0)
+    tb = truth["z"][: 8 * 10].reshape(8, 10)
+    assert np.mean((lo <= tb) & (tb <= hi)) >= 0.8
+
+
+def test_per_domain_rows_are_sampled_one_domain_at_a_time():
+    # the same 10 x 8 sweep through fit(): each evaluation domain its own NUTS (fit/blocks.py),
+    # stitched into the law's parameters, the pooled scales fixed at least squares' values
+    evals = [f"e{i}" for i in range(8)]
+    df, law, truth, domains = _per_domain_table(3, 10, evals, 160)
+    train, test = df.iloc[:120], df.iloc[120:]
+    r = fit(train, "mixing_domains1", config=FitConfig(chains=2, warmup=200, draws=200,
+                                                         progress=False), discrepancy="none")
+    post = r.idata.posterior
+    assert post["sigma"].shape[-1] == 8 and post["nu"].shape[-1] == 8
+    log_tau = post["z"].values[..., 80:]
+    assert np.all(np.ptp(log_tau, axis=(0, 1)) == 0)  # fixed: empirical Bayes
+    np.testing.assert_allclose(log_tau[0, 0], r.point["z"][80:], rtol=1e-6)
+    # each domain's own step size: nowhere near NUTS's 1023-step cap (summed over 8 domains)
+    steps = r.idata.sample_stats["n_steps"].values / 8
+    assert np.mean(steps) < 128, np.mean(steps)
     c = r.diagnostics.to_dict()["checks"]
     # 2 x 200 draws: R-hat's own noise is ~0.02 here (the 1.01 bar is for 4 x 1000)
     assert c["r_hat"]["value"] < 1.06 and c["divergences"]["value"] == 0, c
+    # the pointwise log likelihood is in the table's row order: each row's own domain's
+    ll = r.idata.log_likelihood["log_loss"].values
+    obs = r.idata.observed_data["log_loss"].values
+    assert ll.shape[-1] == len(obs) == 8 * 120 and np.isfinite(ll).all()
     lo, hi = np.quantile(_effects(r.samples(), 10, True), [0.05, 0.95], axis=0)
     tb = truth["z"][: 8 * 10].reshape(8, 10)
     assert np.mean((lo <= tb) & (tb <= hi)) >= 0.8
-    pts = pd.concat([test[[f"mix.{d}" for d in domains]].assign(
-        **{f"eval.{e}": float(e == i) for e in evals}) for i in evals], ignore_index=True)
-    y = np.concatenate([test[f"loss.{i}"].to_numpy() for i in evals])
+    pts, _, y = _long(test, domains, evals)
     pred = predict(r, pts)
     assert 0.8 <= np.mean((pred.loss_q05 <= y) & (y <= pred.loss_q95)) <= 0.98
 
@@ -264,6 +305,6 @@ def test_a_slow_joint_fit_says_so_and_what_to_do():
     _, law, _, _ = _per_domain_table(3, 10, evals, 40)
     msg = slow_sampling_warning(law, 1023.0)
     assert "1023 leapfrog steps" in msg and "8 evaluation domains" in msg
-    assert "one at a time" in msg
+    assert "one domain at a time" in msg
     one = slow_sampling_warning(get_law("chinchilla"), 700.0)
     assert "700 leapfrog steps" in one and "evaluation domains" not in one

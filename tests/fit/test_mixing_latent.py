@@ -132,7 +132,7 @@ def test_each_evaluation_domain_has_its_own_noise():
             sd * rng.standard_normal(n))
     res = fit(df.iloc[:60], "mixing_domains1", discrepancy="none", config=FitConfig(
         chains=4, warmup=300, draws=300, progress=False, likelihood="normal"))
-    ratio = np.median(np.diff(res.samples()["noise"], axis=1))
+    ratio = np.median(np.diff(np.log(res.samples()["sigma"]), axis=1))
     assert 1.6 < ratio < 2.9, ratio  # log(0.03 / 0.003) = 2.3
     from datalaws.fit import predict
 
