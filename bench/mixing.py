@@ -7,11 +7,11 @@ within a run, and read ``cpu_s`` (both fits) for the cost on free cores.
 Real: RegMix (../shared/data/regmix_1m.csv; 512 train / 256 test mixtures of 17 Pile domains,
 13 validation losses). The per-domain law (K latent terms per evaluation domain chosen by
 cross-validation over mixtures, K = 1 the paper's eq. 1) is fitted on the train split
-(``regmix``: all 13 validation losses jointly; ``regmix_pile_cc``: Pile-CC alone), Pile-CC loss is
+(``regmix``: all 13 validation losses in one law, sampled one evaluation domain at a time by
+fit/blocks.py; ``regmix_pile_cc``: Pile-CC alone), Pile-CC loss is
 predicted for the test split (Spearman, MAE, 90% coverage); ``regmix_each`` fits every
-validation loss alone (K = 1), as ``datalaws`` advises when the joint fit is slow (more than
-an hour: one step size for 13 domains, fit/sampling.py), and predicts each on the test
-split, one row per domain and method with its time and diagnostics; the 1M fit then ranks the
+validation loss alone (K = 1: its own law, its own effect prior) and predicts each on the
+test split, one row per domain and method with its time and diagnostics; the 1M fit then ranks the
 mixtures trained at 60M and 1B (rank correlation of predicted 1M loss with the observed loss
 there; beside it, the observed 1M test loss against the 60M one, the ceiling of any 1M
 model).
@@ -335,7 +335,7 @@ def main() -> None:
         if "error" in r:
             print(f"{name:16s} {r['error']}")
             continue
-        if "domains" in r:
+        if isinstance(r.get("domains"), dict):  # regmix_each: one row per domain
             _print_each(r)
             continue
         for m in ("nuts", "point"):

@@ -33,6 +33,7 @@ import arviz as az
 import numpy as np
 from numpyro.infer import MCMC
 
+from datalaws.fit.chains import drop_minor_modes
 from datalaws.fit.diagnostics import diagnose
 from datalaws.fit.laws import Law
 from datalaws.fit.sampling import FitConfig, run_nuts
@@ -88,38 +89,44 @@ def domain_blocks(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray,
 
 @dataclasses.dataclass
 class BlockRun:
-    """One domain's draws (grouped by chain), its sampler's stats, and what was redone."""
+    """One domain's draws (grouped by chain), its sampler's stats and pointwise log
+    likelihood, what was redone, and its chains stuck in a minor mode (``fit/chains.py``)."""
 
     samples: dict[str, np.ndarray]
     extra: dict[str, np.ndarray]
-    mcmc: MCMC
-    thin: int = 1  # a rerun's longer chains, thinned to the others' length
+    loglik: np.ndarray | None = None  # [chains, draws, rows]; None for backtest folds
     resampled: str = ""
-
-    def loglik(self) -> np.ndarray:
-        ll = az.from_numpyro(self.mcmc).log_likelihood["log_loss"].values
-        return ll[:, ::self.thin]
+    stuck: tuple[int, ...] = ()
 
 
 def _run(b: Block, config: FitConfig, noise, mask, retry, names: list[str]) -> BlockRun:
-    """One domain's NUTS; once more with ``retry(config)`` when its diagnostics fail (its
-    draws thinned to ``config.draws``, so every domain's chains stitch draw by draw)."""
+    """One domain's NUTS; once more with ``retry(config)`` when its diagnostics (without its
+    chains stuck in a minor mode) fail, its draws thinned to ``config.draws`` so that every
+    domain's chains stitch draw by draw."""
     mask = None if mask is None else np.asarray(mask)[:, b.rows]
     m = run_nuts(b.law, b.x, b.y, config, init=b.init, noise=noise, mask=mask)
-    run = BlockRun(_grouped(m.get_samples(group_by_chain=True)),
-                   _grouped(m.get_extra_fields(group_by_chain=True)), m)
-    if retry is None:
-        return run
-    diag = diagnose(az.from_numpyro(m), [n for n in names if n in run.samples])
-    if diag.ok:
-        return run
-    again = retry(config)
-    m = run_nuts(b.law, b.x, b.y, again, init=b.init, noise=noise, mask=mask)
-    thin = max(again.draws // config.draws, 1)
-    take = slice(None, thin * config.draws, thin)
-    return BlockRun(_grouped(m.get_samples(group_by_chain=True), take),
-                    _grouped(m.get_extra_fields(group_by_chain=True), take), m, thin,
-                    f"{b.law.evals[0]} ({'; '.join(diag.failures())})")
+    take, failed = slice(None), ""
+    if mask is not None:  # backtest folds: diagnosed by the caller
+        return BlockRun(_grouped(m.get_samples(True)), _grouped(m.get_extra_fields(True)))
+    idata, stuck, diag = _check(b.law, m, take, names)
+    if not diag.ok and retry is not None:
+        again = retry(config)
+        failed = f"{b.law.evals[0]} ({'; '.join(diag.failures())})"
+        m = run_nuts(b.law, b.x, b.y, again, init=b.init, noise=noise, mask=mask)
+        thin = max(again.draws // config.draws, 1)
+        take = slice(None, thin * config.draws, thin)
+        idata, stuck, _ = _check(b.law, m, take, names)
+    return BlockRun(_grouped(m.get_samples(True), take), _grouped(m.get_extra_fields(True), take),
+                    idata.log_likelihood["log_loss"].values, failed, tuple(stuck))
+
+
+def _check(law: Law, m: MCMC, take: slice, names: list[str]):
+    """A domain's ArviZ data (draws ``take``), its chains stuck in a minor mode, and its
+    diagnostics without them."""
+    idata = az.from_numpyro(m).isel(draw=take)
+    stuck = drop_minor_modes(idata)[1] if law.minor_modes else []
+    kept = idata.isel(chain=[c for c in range(idata.posterior.sizes["chain"]) if c not in stuck])
+    return idata, stuck, diagnose(kept, [n for n in names if n in idata.posterior])
 
 
 def _grouped(d: Mapping, take: slice = slice(None)) -> dict[str, np.ndarray]:
@@ -137,8 +144,19 @@ class BlockSamples:
     log_tau: np.ndarray | None
     n: int
 
+    @property
+    def chains(self) -> int:
+        return len(next(iter(self.runs[0].samples.values())))
+
+    @property
+    def kept(self) -> list[int]:
+        """Chains kept: those stuck in a minor mode in any domain are dropped from every
+        domain (each domain's chains are independent of the others'), never half or more."""
+        C, stuck = self.chains, {c for r in self.runs for c in r.stuck}
+        return [c for c in range(C) if c not in stuck] if len(stuck) < C / 2 else list(range(C))
+
     def get_samples(self, group_by_chain: bool = False) -> dict[str, np.ndarray]:
-        per = [r.samples for r in self.runs]
+        per = [{k: v[self.kept] for k, v in r.samples.items()} for r in self.runs]
         out = {}
         for name in per[0]:
             if name in ("sigma", "nu"):  # one scalar per domain: the law's [E]
@@ -152,7 +170,7 @@ class BlockSamples:
         return out if group_by_chain else {k: _flat(v) for k, v in out.items()}
 
     def get_extra_fields(self, group_by_chain: bool = False) -> dict[str, np.ndarray]:
-        per = [r.extra for r in self.runs]
+        per = [{k: v[self.kept] for k, v in r.extra.items()} for r in self.runs]
         out = {"diverging": np.any([p["diverging"] for p in per], axis=0)}
         for name in ("energy", "num_steps"):
             out[name] = np.sum([np.asarray(p[name], np.float64) for p in per], axis=0)
@@ -164,7 +182,7 @@ class BlockSamples:
         C, D = next(iter(post.values())).shape[:2]
         loglik, y = np.full((C, D, self.n), np.nan), np.full(self.n, np.nan)
         for b, r in zip(self.blocks, self.runs):
-            loglik[:, :, b.rows] = r.loglik()
+            loglik[:, :, b.rows] = r.loglik[self.kept]
             y[b.rows] = np.log(b.y)
         extra = self.get_extra_fields(group_by_chain=True)
         idata = az.from_dict(
@@ -176,6 +194,13 @@ class BlockSamples:
         redone = [r.resampled for r in self.runs if r.resampled]
         if redone:
             idata.posterior.attrs["resampled"] = "; ".join(redone)
+        stuck = [f"{b.law.evals[0]}: {list(r.stuck)}" for b, r in zip(self.blocks, self.runs)
+                 if r.stuck]
+        if stuck:
+            idata.posterior.attrs["dropped_chains"] = (
+                f"chains stuck in a minor mode ({'; '.join(stuck)}; Yao et al. 2022), "
+                + ("dropped from every domain" if len(self.kept) < self.chains
+                   else "kept: half or more of them"))
         return idata
 
 

@@ -186,7 +186,8 @@ def _cmd_laws(a: argparse.Namespace) -> int:
             print(f"  {p.name:>8} ~ {prior_str(p.prior):28s} {p.meaning}")
         print()
     print("noise on log loss (every law): Student-t(nu, log L, sigma) with nu > 2, or "
-          "Normal(log L, sigma); --prior sigma=... and --prior nu=... (the prior of nu - 2)")
+          "Normal(log L, sigma); --prior sigma=... and --prior nu=... (the prior of nu - 2); "
+          "mixing_domains: one sigma and nu per evaluation domain")
     for k, v in NOISE_PRIORS.items():
         print(f"  {k:>8} ~ {'2 + ' if k == 'nu' else ''}{prior_str(v)}")
     print(f"discrepancy: {DISCREPANCY_FORM}; default prior on each axis' k: "
