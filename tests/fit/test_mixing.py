@@ -308,3 +308,31 @@ def test_a_slow_joint_fit_says_so_and_what_to_do():
     assert "one domain at a time" in msg
     one = slow_sampling_warning(get_law("chinchilla"), 700.0)
     assert "700 leapfrog steps" in one and "evaluation domains" not in one
+
+
+def test_stitched_domains_keep_their_order_and_drop_stuck_chains_everywhere():
+    from datalaws.fit.blocks import BlockRun, BlockSamples
+
+    law = mixing_domains_law(["d0", "d1"], ["a", "b", "c"], sizes=())  # pooled: + log tau
+    C, D = 4, 5
+
+    def run(i, stuck=()):
+        return BlockRun({"e_mid": np.full((C, D, 1), i), "kappa": np.full((C, D, 1), 10 + i),
+                         "z": np.full((C, D, 2), 20 + i), "sigma": np.full((C, D), 0.1 * i),
+                         "nu": np.full((C, D), 5.0 + i)},
+                        {"diverging": np.zeros((C, D), bool) | (i == 1),
+                         "energy": np.ones((C, D)), "num_steps": np.full((C, D), 7)},
+                        np.zeros((C, D, 3)), stuck=stuck)
+
+    log_tau = np.log([0.3, 0.4])
+    s = BlockSamples(law, [], [run(0), run(1, (2,)), run(2)], log_tau, 9)
+    assert s.kept == [0, 1, 3]  # chain 2 stuck in one domain: dropped from all three
+    g = s.get_samples(group_by_chain=True)
+    assert g["sigma"].shape == (3, D, 3) and np.allclose(g["sigma"][0, 0], [0, 0.1, 0.2])
+    assert np.allclose(g["e_mid"][0, 0], [0, 1, 2]) and np.allclose(g["nu"][0, 0], [5, 6, 7])
+    assert np.allclose(g["z"][0, 0], [20, 20, 21, 21, 22, 22, *log_tau])  # domain rows, tau
+    assert s.get_samples()["z"].shape == (3 * D, 8)
+    extra = s.get_extra_fields()
+    assert extra["diverging"].all() and np.all(extra["num_steps"] == 21)  # any; summed
+    many = BlockSamples(law, [], [run(0, (0,)), run(1, (1,)), run(2, (2,))], log_tau, 9)
+    assert many.kept == [0, 1, 2, 3]  # half or more stuck: a failure to report, not hide
