@@ -47,6 +47,8 @@ def diagnose(idata: az.InferenceData, var_names: Sequence[str], *, max_rhat: flo
             moved = np.ptp(draws, axis=(0, 1)) > 0
             if np.any(moved):
                 vals[v] = float(fn(np.asarray(ds[v].values)[moved]))
+        if not vals:  # nothing moved at all: no sampler ran
+            return float("nan"), "-"
         name = (max if fn is np.max else min)(vals, key=vals.get)
         return vals[name], name
 

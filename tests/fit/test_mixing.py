@@ -336,3 +336,18 @@ def test_stitched_domains_keep_their_order_and_drop_stuck_chains_everywhere():
     assert extra["diverging"].all() and np.all(extra["num_steps"] == 21)  # any; summed
     many = BlockSamples(law, [], [run(0, (0,)), run(1, (1,)), run(2, (2,))], log_tau, 9)
     assert many.kept == [0, 1, 2, 3]  # half or more stuck: a failure to report, not hide
+
+
+def test_diagnostics_skip_fixed_elements_but_not_stuck_ones():
+    import arviz as az
+
+    from datalaws.fit.diagnostics import diagnose
+
+    rng = np.random.default_rng(0)
+    stats = {"diverging": np.zeros((4, 500), bool), "energy": rng.normal(size=(4, 500))}
+    fixed = np.concatenate([rng.normal(size=(4, 500, 2)), np.full((4, 500, 1), 3.0)], -1)
+    assert diagnose(az.from_dict(posterior={"z": fixed}, sample_stats=stats), ["z"]).ok
+    stuck = fixed.copy()
+    stuck[0, :, 2] = 4.0  # one chain elsewhere: it moves across chains, so it is checked
+    d = diagnose(az.from_dict(posterior={"z": stuck}, sample_stats=stats), ["z"])
+    assert not d.ok and d.checks["r_hat"]["value"] > 1.1
