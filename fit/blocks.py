@@ -57,17 +57,14 @@ def domain_blocks(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray,
                   init: Mapping | None) -> tuple[list[Block], np.ndarray | None] | None:
     """The per-domain law's blocks and its fixed log tau (None: not pooled), or None where
     the domains share data (rows of a known composition, size terms) or a start is missing."""
-    from datalaws.fit.mixing import SIZE_ROLES, latent_count, mixing_domains_law
+    from datalaws.fit.mixing import latent_count, mixing_domains_law
+    from datalaws.fit.mixing_ls import per_domain_rows
     from datalaws.fit.mixing_prior import PooledEffects
 
-    if not law.noise_groups or not law.name.startswith("mixing_domains") or not init:
-        return None
-    if any(r in law.inputs for r in SIZE_ROLES):
+    W = per_domain_rows(law, x) if law.noise_groups and init else None
+    if W is None:
         return None
     evals, domains, K = list(law.evals), list(law.domains), latent_count(law)
-    W = np.stack([np.asarray(x[f"e.{i}"]) for i in evals], axis=1)
-    if not np.all((W == 0) | (W == 1)) or not np.all(W.sum(axis=1) == 1):
-        return None
     J, E = len(domains), len(evals)
     prior = next(p.prior for p in law.params if p.name == "z")
     z = np.asarray(init["z"], float)

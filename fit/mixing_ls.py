@@ -17,7 +17,7 @@ import numpy as np
 from datalaws.fit.laws import Law
 from datalaws.fit.mixing_prior import PooledEffects
 
-__all__ = ["balance_point", "split_by_domain", "join_domains"]
+__all__ = ["balance_point", "split_by_domain", "join_domains", "per_domain_rows"]
 
 
 def _z_prior(law: Law):
@@ -61,22 +61,33 @@ def split_by_domain(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray):
     single-series problem per evaluation domain (least squares separates across domains:
     only the shrinkage prior, which it ignores, joins them); for the implicit law with
     K >= 2, the same law in linear-effect coordinates; else None."""
-    from datalaws.fit.mixing import SIZE_ROLES, latent_count, mixing_implicit_law, mixing_law
+    from datalaws.fit.mixing import latent_count, mixing_implicit_law, mixing_law
 
     K, domains = latent_count(law), list(law.domains)
     if law.name.startswith("mixing_implicit"):
         return None if not _t_rows(law) else [(mixing_implicit_law(domains, K, law.sizes,
                                                          t_coords=False), x, y)]
-    evals = list(law.evals)
-    if not law.name.startswith("mixing_domains") or any(r in law.inputs for r in SIZE_ROLES):
-        return None
-    W = np.stack([np.asarray(x[f"e.{i}"]) for i in evals], axis=1)
-    if not np.all((W == 0) | (W == 1)) or not np.all(W.sum(axis=1) == 1):
+    W = per_domain_rows(law, x)
+    if W is None:
         return None
     sub = (mixing_law(domains, sizes=()) if K == 1
            else mixing_implicit_law(domains, K, (), t_coords=False))
     return [(sub, {f"r.{d}": np.asarray(x[f"r.{d}"])[W[:, k] == 1] for d in domains},
-             np.asarray(y)[W[:, k] == 1]) for k in range(len(evals))]
+             np.asarray(y)[W[:, k] == 1]) for k in range(W.shape[1])]
+
+
+def per_domain_rows(law: Law, x: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The rows' evaluation weights [n, E] where the per-domain law separates by domain (no
+    size terms, each row one domain's loss: one-hot weights), else None. Least squares
+    (``split_by_domain``) and the sampler (``datalaws.fit.blocks``) split there."""
+    from datalaws.fit.mixing import SIZE_ROLES
+
+    if not law.name.startswith("mixing_domains") or any(r in law.inputs for r in SIZE_ROLES):
+        return None
+    W = np.stack([np.asarray(x[f"e.{i}"]) for i in law.evals], axis=1)
+    if not np.all((W == 0) | (W == 1)) or not np.all(W.sum(axis=1) == 1):
+        return None
+    return W
 
 
 def _to_t(point: Mapping, J: int) -> list[float]:

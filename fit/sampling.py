@@ -21,7 +21,7 @@ from datalaws.fit.link_drift import drift_sd
 from datalaws.fit.model import AccuracyLink, law_model, row_noise
 
 __all__ = ["FitConfig", "init_near", "run_nuts", "posterior_predictive", "discrepancy_sd",
-           "slow_sampling_warning"]
+           "noise_by_row", "slow_sampling_warning"]
 
 
 def discrepancy_sd(k: np.ndarray, distance: np.ndarray, draws: int) -> np.ndarray:
@@ -305,8 +305,9 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _by_row(law: Law, xs, value) -> np.ndarray:
-    """[S, n] (or [S, 1]) of a noise parameter drawn [S] or, per noise group, [S, G]."""
+def noise_by_row(law: Law, xs, value) -> np.ndarray:
+    """[S, n] (or [S, 1]) of a noise parameter drawn [S] or, per noise group, [S, G]
+    (``xs``: the inputs [1, n]; read only for groups)."""
     value = jnp.asarray(value)
     if value.ndim == 2:  # per group: each row its group's (Law.noise_groups)
         return np.asarray(row_noise(law, xs, value[:, None, :]), np.float64)
@@ -323,8 +324,8 @@ def _predictive_block(law: Law, samples, xs, likelihood: str, link, distance, k,
     if distance is not None and np.any(k > 0):
         sd = discrepancy_sd(k, np.asarray(distance, dtype=np.float64), log_law.shape[0])
         log_true = log_law + sd * rng.standard_normal(log_law.shape)
-    sigma = _by_row(law, xs, s["sigma"])
-    unit = (rng.standard_t(_by_row(law, xs, s["nu"]), log_law.shape)
+    sigma = noise_by_row(law, xs, s["sigma"])
+    unit = (rng.standard_t(noise_by_row(law, xs, s["nu"]), log_law.shape)
             if likelihood == "studentt" else rng.standard_normal(log_law.shape))
     log_obs = log_true + sigma * unit  # draw s: its sigma (and nu)
     res = {"loss": np.exp(log_obs), "loss_law": np.exp(log_law)}

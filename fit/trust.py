@@ -16,9 +16,8 @@ from scipy import stats
 
 from datalaws.fit import discrepancy as disc
 from datalaws.fit.api import point_inputs, predictive_draws
-from datalaws.fit.model import row_noise
 from datalaws.fit.result import Fit
-from datalaws.fit.table import law_data
+from datalaws.fit.sampling import noise_by_row
 
 __all__ = ["raw_inputs", "extrapolation_distance", "discrepancy_var", "trained_range",
            "k_samples",
@@ -27,10 +26,7 @@ __all__ = ["raw_inputs", "extrapolation_distance", "discrepancy_var", "trained_r
 
 def raw_inputs(result: Fit, points: pd.DataFrame) -> dict[str, np.ndarray]:
     """The law's inputs (unscaled) at ``points``, read through the fit's column names."""
-    law = result.law
-    cols = {r: c for r, c in result.columns.items() if r in law.inputs}
-    return law_data(law.prepare(points), law.inputs, target=None, columns=cols,
-                    nonneg=law.unscaled).inputs
+    return point_inputs(result, points)[0].inputs
 
 
 def _hull(result: Fit) -> np.ndarray | None:
@@ -133,7 +129,7 @@ def crn_log_loss(result: Fit, points: pd.DataFrame, *, seed: int = 0,
     out = log_law + rng.standard_normal(S)[:, None] * _discrepancy_sd(result, points, S, seed)
     samples = result.samples()
     if noise and "sigma" in samples:
-        sigma, nu = (_per_point(result, points, samples.get(n), S) for n in ("sigma", "nu"))
+        sigma, nu = _noise_draws(result, points, samples, S)
         t = nu is not None and result.likelihood == "studentt"
         if sigma.shape[1] == 1:
             eps = rng.standard_t(nu[:, 0]) if t else rng.standard_normal(S)
@@ -144,18 +140,21 @@ def crn_log_loss(result: Fit, points: pd.DataFrame, *, seed: int = 0,
     return out, log_law
 
 
-def _per_point(result: Fit, points: pd.DataFrame, value, S: int) -> np.ndarray | None:
-    """A noise parameter's draws as [S, 1], or [S, n] where each evaluation domain has its
-    own (``Law.noise_groups``); each draw's one value, so the noise is common to the points."""
-    if value is None:
-        return None
-    v = np.asarray(value, np.float64)
-    if v.ndim == 1:
-        return np.resize(v, S)[:, None]
-    x = point_inputs(result, points)[1]
-    per = np.asarray(row_noise(result.law, {r: np.asarray(a)[None, :] for r, a in x.items()},
-                               v[:, None, :]), np.float64)
-    return np.resize(per, (S, per.shape[1]))
+def _noise_draws(result: Fit, points: pd.DataFrame, samples: dict, S: int):
+    """sigma and nu draws (nu None without one) as [S, 1], or [S, n] where each evaluation
+    domain has its own (``Law.noise_groups``); each draw's one value, common to the points."""
+    xs = None
+    if np.ndim(samples["sigma"]) == 2:  # per group: the points' evaluation weights
+        xs = {r: np.asarray(a)[None, :] for r, a in point_inputs(result, points)[1].items()}
+
+    def draws(name):
+        v = samples.get(name)
+        if v is None:
+            return None
+        v = np.resize(np.asarray(v, np.float64), (S,) + np.shape(v)[1:])
+        return noise_by_row(result.law, xs, v)
+
+    return draws("sigma"), draws("nu")
 
 
 def backtest_coverage_at(result: Fit, d: float) -> dict:
