@@ -23,11 +23,14 @@ from datalaws.fit.table import LawData
 __all__ = ["learn_k", "hull_summary", "fold_predictive", "K_DRAWS", "FOLD_WARMUP", "FOLD_DRAWS"]
 
 K_DRAWS = 2000  # draws of k kept for the tables and scores
-# Warmup and kept draws per chain of a fold fit. Their cost is ~8 s of compiling and a joint
-# posterior of all folds (one step size: 400 leapfrog steps a draw on Chinchilla); more
-# warmup cuts the steps per draw as much as it adds (300 or 400 warmup: the same time).
+# Warmup and kept draws per chain of a fold fit (each fold its own NUTS, all folds of a chain
+# vectorised: fit/fold_sampler.py; 70-95 leapfrog steps a draw on Chinchilla). At 200 draws
+# R-hat's own noise failed a fold of 8 now and then (1.055-1.09 on Chinchilla, the simulated
+# exact law and the demo's mixing law); at 400 every fold passed, for ~20% more fit time
+# (Chinchilla with backtests: 3.0-3.3x the plain fit, bench/extrapolation.py). More warmup
+# (400) did not help.
 FOLD_WARMUP = 200
-FOLD_DRAWS = 200
+FOLD_DRAWS = 400
 FOLD_MAX_RHAT = 1.05  # fold fits are short (2 chains): a looser bar than the main fit's 1.01
 
 
@@ -75,15 +78,15 @@ def _run_folds(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: Fit
                point: Mapping[str, float], noise, specs) -> list[disc.BacktestFold]:
     # Backtest fits only feed the posterior of k (through each held-back row's predictive
     # median and interquartile range: the bench's coverage is the same from 100 draws of a
-    # fold as from 400) and their R-hat: two chains of 200 draws (at 100, R-hat's own noise
-    # failed 4 of datablations' 10 fold fits at 1.05 instead of 1).
+    # fold as from 400) and their R-hat: two chains (FOLD_DRAWS says why 400 draws).
     bt = dataclasses.replace(config, chains=min(2, config.chains),
                              warmup=min(FOLD_WARMUP, config.warmup),
                              draws=min(FOLD_DRAWS, config.draws),
                              progress=False)
     masks = np.stack([m for _, _, m in specs])
-    # All folds in one sampler: the law with a leading fold axis, each fold's likelihood
-    # masked to its rows. Folds keep the full fit's input scales and its point init.
+    # All folds in one call: the law with a leading fold axis, each fold's likelihood masked
+    # to its rows, each fold its own NUTS. Folds keep the full fit's input scales and its
+    # point init.
     mcmc = blocks.sample(law, x, data.y, bt, init=point, mask=masks, noise=noise)
     diags = _fold_diagnostics(mcmc, len(specs))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}

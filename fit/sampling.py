@@ -142,7 +142,7 @@ def unconstrained_size(law: Law) -> int:
     return sum(param_sizes(law))
 
 
-def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> dict:
+def _mass_options(law: Law, model, init_values, x, y, *, link) -> dict:
     """NUTS's mass-matrix options: numpyro's defaults (identity start, dense, adapted) up
     to ``ADAPT_MAX_PARAMS`` parameters; beyond, a fixed Laplace mass (``laplace_inverse_mass``;
     ``run_nuts`` rescales it halfway through warmup, ``_laplace_rescaled``).
@@ -153,9 +153,9 @@ def _mass_options(law: Law, model, init_values, x, y, *, folds: bool, link) -> d
     iteration, before adaptation with the identity start and after it with the estimate). A
     diagonal mass does not help there: the effects of one evaluation domain are correlated
     through the simplex (proportions sum to 1). The Laplace mass at the point fit took ~100
-    steps per draw on the 20 x 20 sweep (measured, bench/mixing.py sim20). Folded fits
-    (backtests) and joint accuracy links keep the defaults."""
-    if folds or link is not None or unconstrained_size(law) <= ADAPT_MAX_PARAMS:
+    steps per draw on the 20 x 20 sweep (measured, bench/mixing.py sim20). Joint accuracy
+    links keep the defaults, and so do backtest folds (``fit/fold_sampler.py``)."""
+    if link is not None or unconstrained_size(law) <= ADAPT_MAX_PARAMS:
         return {}
     at = {k: np.asarray(v, float) for k, v in init_values.items()}
     xj = {k: jnp.asarray(v) for k, v in x.items()}
@@ -210,6 +210,18 @@ def _laplace_rescaled(model, mass: dict, init_values, disperse: float, config: F
     return key, first.last_state.z, mass | {"inverse_mass_matrix": inv_mass}, steps
 
 
+def _start(law: Law, init: Mapping | None, shape: tuple, config: FitConfig) -> dict:
+    """Chains' start values with a leading ``shape`` (a fold axis), noise included; vector
+    parameters (the mixing laws') keep their own trailing shape."""
+    values = {n: np.broadcast_to(np.asarray(v, float), shape + np.shape(v))
+              for n, v in (init or {}).items()}
+    groups = (len(law.noise_groups),) if law.noise_groups else ()  # one per noise group
+    values.setdefault("sigma", np.full(shape + groups, 0.02))
+    if config.likelihood == "studentt":
+        values.setdefault("nu", np.full(shape + groups, 10.0))
+    return values
+
+
 def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitConfig, *,
              link: AccuracyLink | None = None, acc: np.ndarray | None = None,
              init: Mapping[str, float] | None = None, mask: np.ndarray | None = None,
@@ -225,18 +237,17 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
         # measured on the 20 x 20 sweep: parallel (pmap) chains' memory grew through
         # sampling past 4.6 GB; vectorised chains' stayed flat
         chain_method = "vectorized"
-    shape = (len(mask), 1) if mask is not None and np.ndim(mask) == 2 else ()  # per fold
-    # vector parameters (the mixing laws') keep their own trailing shape
-    init_values = {n: np.broadcast_to(np.asarray(v, float), shape + np.shape(v))
-                   for n, v in (init or {}).items()}
-    groups = (len(law.noise_groups),) if law.noise_groups else ()  # one per noise group
-    init_values.setdefault("sigma", np.full(shape + groups, 0.02))
-    if config.likelihood == "studentt":
-        init_values.setdefault("nu", np.full(shape + groups, 10.0))
+    if mask is not None and np.ndim(mask) == 2:  # backtest folds: each its own NUTS
+        from datalaws.fit.fold_sampler import run_folds
+
+        start = init_near(values=_start(law, init, (1, 1), config), scale=disperse)
+        return run_folds(law, x, y, config, mask=mask, init_strategy=start, noise=noise,
+                         parallel=chain_method == "parallel")
+    init_values = _start(law, init, (), config)
     # law, likelihood and link are static: bind them, so only arrays are traced model args
     model = functools.partial(law_model, law=law, likelihood=config.likelihood, link=link,
                               noise=noise)
-    mass = _mass_options(law, model, init_values, x, y, folds=bool(shape), link=link)
+    mass = _mass_options(law, model, init_values, x, y, link=link)
     t0 = time.perf_counter()
     if config.progress:
         where = jax.default_backend()  # a GPU slows these small models ~4x (datalaws/cli.py)
