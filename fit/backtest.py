@@ -141,7 +141,7 @@ def learn_k(law: Law, data: LawData, x: Mapping[str, np.ndarray], config: FitCon
         k_draws = np.concatenate([ks, k_far], axis=1)
     source = _k_source(folds, groups, prior_scale)
     if not folds:
-        source += (f" ({len(data.y)} runs; each fold needs {min_fit} runs below its cut and 3 "
+        source += (f" ({len(data.y)} rows; each fold needs {min_fit} rows below its cut and 3 "
                    f"above)")
         warnings.warn(f"k: {source}", stacklevel=3)
     bad = [i for i, f in enumerate(folds) if not f.diagnostics["ok"]]

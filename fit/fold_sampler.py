@@ -10,9 +10,10 @@ Why not one NUTS on the folds' joint posterior (the law with a leading fold axis
 size and one mass then serve every fold, and the stiffest fold sets them. On the demo's
 mixing sweep (three sizes, two token counts) one fold cut to two sizes, whose power law in N
 is a ridge; the joint sampler took NUTS's maximum 1023 leapfrog steps a draw and every fold
-failed R-hat (1.8-2.0, bulk ESS 3), the well-posed ones too. Lane by lane the other folds
-pass. A vectorised ``while`` loop runs as long as its longest lane, so a draw costs the
-stiffest fold's trajectory, not the joint one's.
+failed R-hat (1.8-2.0, bulk ESS 3), the well-posed ones too; fold by fold all four pass.
+Each fold's trajectories are as long as its own posterior needs (a vectorised ``while`` loop
+runs as long as its longest lane): on Chinchilla 70-95 leapfrog steps a draw, where the
+joint posterior of its 8 folds took 400.
 """
 
 from __future__ import annotations
