@@ -48,3 +48,25 @@ def test_each_fold_is_its_own_posterior_with_its_own_nuts():
         assert abs(joint.mean() - np.mean(a[name])) < 4 * se, name
     # the ridge fold's noise is estimated from its own 12 rows (12 of 36 rows' residuals)
     assert abs(np.median(s["sigma"][:, :, 0, 0]) - 0.01) < 0.006
+
+
+def test_a_fold_failing_r_hat_is_sampled_once_more_alone(monkeypatch):
+    from datalaws.fit import backtest
+
+    law, x, y, N = _sweep(np.random.default_rng(1))
+    point = point_fit(law, x, y)
+    sizes = np.unique(N)
+    masks = np.stack([N <= sizes[3], N <= sizes[4]])
+    cfg = FitConfig(chains=2, warmup=100, draws=100, likelihood="normal", progress=False)
+    monkeypatch.setattr(backtest, "FOLD_MAX_RHAT", np.inf)  # no fold fails
+    first, diags = backtest._fold_draws(law, x, y, cfg, point, None, masks)
+    assert first["E"].shape == (2, 100, 2, 1) and not any("resampled" in d for d in diags)
+    # a bar between the two folds' R-hats: the worse fold alone is sampled again
+    rh = [d["r_hat"] for d in diags]
+    worse = int(np.argmax(rh))
+    monkeypatch.setattr(backtest, "FOLD_MAX_RHAT", float(np.mean(rh)))
+    again, diags2 = backtest._fold_draws(law, x, y, cfg, point, None, masks)
+    assert diags2[worse].get("resampled") and "resampled" not in diags2[1 - worse]
+    assert again["E"].shape == first["E"].shape  # thinned back to the others' length
+    np.testing.assert_array_equal(again["E"][:, :, 1 - worse], first["E"][:, :, 1 - worse])
+    assert not np.array_equal(again["E"][:, :, worse], first["E"][:, :, worse])
