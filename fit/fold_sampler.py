@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,9 @@ from numpyro.util import fori_collect
 
 from datalaws.fit.laws import Law
 from datalaws.fit.model import law_model
+
+if TYPE_CHECKING:
+    from datalaws.fit.sampling import FitConfig
 
 __all__ = ["FoldDraws", "run_folds"]
 
@@ -54,7 +58,7 @@ class FoldDraws:
         return out if group_by_chain else {k: v.reshape(-1) for k, v in out.items()}
 
 
-def run_folds(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config, *,
+def run_folds(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitConfig, *,
               mask: np.ndarray, init_strategy, noise=None, parallel: bool = True
               ) -> FoldDraws:
     """NUTS on each fold (a row of ``mask`` [folds, n]) with ``config.chains`` chains each,

@@ -16,6 +16,7 @@ import numpyro.distributions as dist
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
+from datalaws.fit.fold_sampler import FoldDraws, run_folds
 from datalaws.fit.laws import Law
 from datalaws.fit.link_drift import drift_sd
 from datalaws.fit.model import AccuracyLink, law_model, row_noise
@@ -226,11 +227,12 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
              link: AccuracyLink | None = None, acc: np.ndarray | None = None,
              init: Mapping[str, float] | None = None, mask: np.ndarray | None = None,
              noise: Mapping[str, dist.Distribution] | None = None, disperse: float = 0.1
-             ) -> MCMC:
+             ) -> MCMC | FoldDraws:
     """Sample the posterior with NUTS, chains on separate host devices when there are enough.
 
     Chains start near ``init`` (the point fit), each moved by ``disperse`` on the
-    unconstrained scale (``init_near``).
+    unconstrained scale (``init_near``). ``mask`` [n] keeps rows out of the likelihood;
+    [folds, n] samples each fold (backtests) by its own NUTS (``fit/fold_sampler.py``).
     """
     chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
     if unconstrained_size(law) > ADAPT_MAX_PARAMS:
@@ -238,8 +240,6 @@ def run_nuts(law: Law, x: Mapping[str, np.ndarray], y: np.ndarray, config: FitCo
         # sampling past 4.6 GB; vectorised chains' stayed flat
         chain_method = "vectorized"
     if mask is not None and np.ndim(mask) == 2:  # backtest folds: each its own NUTS
-        from datalaws.fit.fold_sampler import run_folds
-
         start = init_near(values=_start(law, init, (1, 1), config), scale=disperse)
         return run_folds(law, x, y, config, mask=mask, init_strategy=start, noise=noise,
                          parallel=chain_method == "parallel")
