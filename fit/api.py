@@ -9,7 +9,6 @@ read back with ``Fit.load``.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -27,6 +26,7 @@ from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Axis, Law, parse_p
 from datalaws.fit.lawtable import check_runs, law_for_table
 from datalaws.fit.link_drift import link_drift
 from datalaws.fit.result import Fit
+from datalaws.fit.sampling import careful
 from datalaws.fit.table import LawData, law_data, split_holdout, table_hash
 
 __all__ = ["Fit", "fit", "predict", "predictive_draws", "DEFAULT_QUANTILES"]
@@ -138,26 +138,9 @@ def _check_options(**given: str) -> None:
             raise ValueError(f"{name}={value!r}; use {'|'.join(choices[name])}")
 
 
-RETRY_TARGET_ACCEPT = 0.99
 # Runs shorter than this fail the bars (ESS >= 400, R-hat <= 1.01) by their length (quick
 # looks, tests): a careful rerun of the same length would not pass them, so none is made.
 RETRY_MIN_DRAWS = 1000
-
-
-def careful(config: FitConfig) -> FitConfig:
-    """The sampler a fit whose diagnostics failed is rerun with, as one would by hand:
-    smaller steps (target acceptance 0.99) against divergences, and twice the warmup and the
-    draws against a high R-hat or a low ESS. Both at once, because each fix alone provoked
-    the other failure on RegMix Pile-CC (K = 3; one weakly identified exponent coefficient
-    with a long tail): 0.95 with 1000 + 2000 draws had R-hat 1.004 but 2 divergences in
-    that tail, 0.99 with 1000 + 1000 no divergence but R-hat 1.017 (smaller steps explore
-    the tail more slowly); 0.99 with 1000 + 2000 passed (R-hat 1.004, ESS 820). On the
-    3-size mixing sweep (bench/mixing.py sim_sizes) the first run's single divergence sat
-    in the e_mid-a-alpha ridge's tail, which it had under-sampled (e_mid's 1% quantile 2.37;
-    2.29 at 0.99)."""
-    return dataclasses.replace(config, target_accept=max(config.target_accept,
-                                                         RETRY_TARGET_ACCEPT),
-                               warmup=2 * config.warmup, draws=2 * config.draws)
 
 
 def _retries(config: FitConfig) -> bool:

@@ -18,6 +18,7 @@ from datalaws.fit import blocks
 from datalaws.fit import discrepancy as disc
 from datalaws.fit.infer import FitConfig, posterior_predictive
 from datalaws.fit.laws import Law
+from datalaws.fit.sampling import careful, thinned
 from datalaws.fit.table import LawData
 
 __all__ = ["learn_k", "hull_summary", "fold_predictive", "K_DRAWS", "FOLD_WARMUP", "FOLD_DRAWS"]
@@ -28,9 +29,10 @@ K_DRAWS = 2000  # draws of k kept for the tables and scores
 # R-hat's own noise failed a fold of 8 now and then (1.055-1.09 on Chinchilla, the simulated
 # exact law and the demo's fits); at 400 all 58 folds of bench/extrapolation.py passed, for
 # ~20% more fit time (Chinchilla: 2.9-3.3x the plain fit). A fold that still fails (the
-# demo's 12-run folds: 1.056) is sampled once more (``_fold_draws``); that costs a compile
-# of its own, so it is the exception, not the rule (rerunning at 200 draws took Chinchilla
-# to 4.1-4.3x). More warmup (400) did not help.
+# demo's 12-run folds: 1.056) is sampled once more (``_fold_draws``, with the main fit's
+# rerun sampler ``careful``); that costs a compile of its own, so it is the exception, not
+# the rule (rerunning at 200 draws took Chinchilla to 4.1-4.3x). More warmup (400) did not
+# help.
 FOLD_WARMUP = 200
 FOLD_DRAWS = 400
 FOLD_MAX_RHAT = 1.05  # fold fits are short (2 chains): a looser bar than the main fit's 1.01
@@ -70,16 +72,16 @@ def _sample_folds(law: Law, x, y, config: FitConfig, point, noise, masks: np.nda
 def _fold_draws(law: Law, x, y, config: FitConfig, point, noise, masks: np.ndarray
                 ) -> tuple[dict, list[dict]]:
     """The folds' draws and diagnostics. A fold that fails R-hat is sampled once more, alone,
-    with twice the warmup and draws, thinned back to ``config.draws``: the main fit's rerun
-    policy, fold by fold (each fold is its own NUTS, ``fit/fold_sampler.py``)."""
+    with the main fit's rerun sampler (``careful``), thinned back to ``config.draws`` (each
+    fold is its own NUTS, ``fit/fold_sampler.py``)."""
     samples, div = _sample_folds(law, x, y, config, point, noise, masks)
     diags = _fold_diagnostics(samples)
     bad = [f for f, d in enumerate(diags) if not d["ok"]]
     if bad:
-        again = dataclasses.replace(config, warmup=2 * config.warmup, draws=2 * config.draws)
+        again = careful(config)
         redo, div_again = _sample_folds(law, x, y, again, point, noise, masks[bad])
         for k, v in samples.items():
-            v[:, :, bad] = redo[k][:, 1::2]
+            v[:, :, bad] = redo[k][:, thinned(config, again)]
         for f, d in zip(bad, _fold_diagnostics({k: v[:, :, bad] for k, v in samples.items()})):
             diags[f] = d | {"resampled": True}
         div += div_again

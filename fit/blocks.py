@@ -36,7 +36,7 @@ from numpyro.infer import MCMC
 from datalaws.fit.chains import drop_minor_modes
 from datalaws.fit.diagnostics import diagnose
 from datalaws.fit.laws import Law
-from datalaws.fit.sampling import FitConfig, run_nuts
+from datalaws.fit.sampling import FitConfig, run_nuts, thinned
 from datalaws.progress import Progress
 
 __all__ = ["BlockSamples", "domain_blocks", "sample", "to_idata"]
@@ -110,8 +110,7 @@ def _run(b: Block, config: FitConfig, noise, mask, retry, names: list[str]) -> B
         again = retry(config)
         failed = f"{b.law.evals[0]} ({'; '.join(diag.failures())})"
         m = run_nuts(b.law, b.x, b.y, again, init=b.init, noise=noise, mask=mask)
-        thin = max(again.draws // config.draws, 1)
-        take = slice(None, thin * config.draws, thin)
+        take = thinned(config, again)
         idata, stuck, _ = _check(b.law, m, take, names)
     return BlockRun(_grouped(m.get_samples(True), take), _grouped(m.get_extra_fields(True), take),
                     idata.log_likelihood["log_loss"].values, failed, tuple(stuck))

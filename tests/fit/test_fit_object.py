@@ -15,8 +15,8 @@ import pytest
 from datalaws.cli import main
 from datalaws.exitcodes import EXIT_BAD_INPUT
 from datalaws.fit import Fit, FitConfig, fit, get_law, predict
-from datalaws.fit.api import RETRY_TARGET_ACCEPT
 from datalaws.fit.result import FitFormatError, dist_from_dict, dist_to_dict
+from datalaws.fit.sampling import RETRY_TARGET_ACCEPT
 
 
 def _runs(n: int = 16, seed: int = 0) -> pd.DataFrame:
