@@ -259,13 +259,20 @@ def predict(result: Fit, points: pd.DataFrame, *,
 
     ``loss`` is a new observed run (law + discrepancy beyond the data + noise); ``loss_law`` is
     the law itself; with an accuracy link, ``acc.<task>`` and ``acc_law.<task>`` likewise.
+    ``distance`` is how far each point lies beyond the fitted runs (log units in the law's
+    axes, 0 inside), and ``distance_unbacktested`` the part of it past the farthest run any
+    backtest fold predicted: there the interval's width is the discrepancy prior's, not
+    learned (``datalaws.fit.trust.extrapolation``).
     """
+    from datalaws.fit.trust import extrapolation  # trust builds on this module
+
     draws = predictive_draws(result, points, seed=seed)
     out = points.copy()
     for name, d in draws.items():
         out[f"{name}_mean"] = d.mean(axis=0)
         for q, v in zip(quantiles, np.quantile(d, quantiles, axis=0)):
             out[f"{name}_q{round(q * 100):02d}"] = v
+    out["distance"], out["distance_unbacktested"] = extrapolation(result, points)
     return out
 
 

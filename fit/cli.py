@@ -146,6 +146,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     out = predict(result, points, quantiles=quantiles)
     write_table(out, dest)  # .csv or .parquet, as the extension says
     print(f"wrote {len(out)} predictions to {dest}")
+    far = out["distance_unbacktested"].to_numpy()
+    if (far > 0).any():
+        print(f"{int((far > 0).sum())} of {len(out)} points lie up to {far.max():.2f} log units "
+              "beyond the farthest run any backtest fold predicted (distance_unbacktested): "
+              "there the interval's width is the discrepancy prior's, not learned from the "
+              "sweep")
     return 0
 
 

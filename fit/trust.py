@@ -19,9 +19,8 @@ from datalaws.fit.api import point_inputs, predictive_draws
 from datalaws.fit.result import Fit
 from datalaws.fit.sampling import noise_by_row
 
-__all__ = ["raw_inputs", "extrapolation_distance", "discrepancy_var", "trained_range",
-           "k_samples",
-           "crn_log_loss", "backtest_coverage_at", "in_words"]
+__all__ = ["raw_inputs", "extrapolation_distance", "extrapolation", "discrepancy_var",
+           "trained_range", "k_samples", "crn_log_loss", "backtest_coverage_at", "in_words"]
 
 
 def raw_inputs(result: Fit, points: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -71,6 +70,19 @@ def extrapolation_distance(result: Fit, points: pd.DataFrame,
     """Distance [n] of ``points`` from the fitted runs (log units; 0 inside them), the one
     the discrepancy term widens with; with ``extra``, as if those runs had been fitted too."""
     return np.linalg.norm(_offsets(result, points, extra), axis=1)
+
+
+def extrapolation(result: Fit, points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(distance [n], its part beyond the backtests' reach [n]) of ``points`` from the fitted
+    runs, in log units of the law's axes. Over the second part only the discrepancy prior
+    sets the width (no fold predicted that far); it is the whole distance where no backtest
+    was possible."""
+    d = _offsets(result, points)  # [n, 2G] split at k_reach, or [n, G] without it
+    total = np.linalg.norm(d, axis=1)
+    groups = len(result.discrepancy.get("k_groups") or ())
+    if result.discrepancy.get("k_reach") is None or d.shape[1] != 2 * groups:
+        return total, total
+    return total, np.linalg.norm(d[:, groups:], axis=1)
 
 
 def discrepancy_var(result: Fit, points: pd.DataFrame,

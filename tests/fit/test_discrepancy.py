@@ -80,8 +80,21 @@ def test_k_small_for_the_exact_law_and_restores_coverage_along_tokens_per_parame
 
     assert exact.samples()["nu"].min() > 2  # the likelihood keeps its variance finite
     far = pd.DataFrame({"params": [1e5, 1e13, 1e9], "tokens": [1e6, 1e15, 1e13]})
-    out = predict(r, far)
+    fitted = df.query(f"not ({HOLD})").iloc[:1][["params", "tokens"]]
+    out = predict(r, pd.concat([far, fitted]))
     assert np.isfinite(out.drop(columns=["params", "tokens"]).to_numpy()).all()
+    # how far each point extrapolates, and how much of that no backtest fold reached: per
+    # direction the distance past that direction's reach
+    dist, unchecked = out["distance"].to_numpy(), out["distance_unbacktested"].to_numpy()
+    assert dist[3] == 0 == unchecked[3], out  # a fitted run
+    rd = r.discrepancy
+    g = disc.hull_offsets(disc.axis_coords(r.law.axes, {"N": far.params.to_numpy(),
+                                                        "D": far.tokens.to_numpy()}),
+                          np.asarray(rd["hull"]), disc.axis_groups(r.law.axes))
+    past = np.sqrt(np.maximum(g ** 2 - np.asarray(rd["k_reach"]) ** 2, 0.0))
+    np.testing.assert_allclose(dist[:3], np.linalg.norm(g, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(unchecked[:3], np.linalg.norm(past, axis=1), rtol=1e-6)
+    assert np.all((unchecked[:3] > 0) & (unchecked[:3] < dist[:3])), out
     # one backtest row per fold x distance bin: each fold's held-back rows counted once
     bt = pd.DataFrame(d["backtest"])
     per_fold = bt.groupby("fold").n.sum().to_numpy()
