@@ -127,7 +127,10 @@ def _print_summary(s: dict) -> None:
         print(f"held out ({s['holdout_expr']}):")
         for q, h in s["holdout"].items():
             cov = ", ".join(f"{k}: {v:.2f}" for k, v in h["coverage"].items())
-            print(f"  {q:9s} n={h['n']} median |err| {h['median_abs_err']:.4f}  coverage {cov}")
+            far = (f" ({h['n_unbacktested']} past the backtests' reach)"
+                   if h.get("n_unbacktested") else "")
+            print(f"  {q:9s} n={h['n']}{far} median |err| {h['median_abs_err']:.4f}  "
+                  f"coverage {cov}")
     ok = "pass" if s["diagnostics"]["ok"] else "FAIL"
     print(f"diagnostics: {ok}")
 

@@ -298,7 +298,8 @@ def _law_section(d: Path, r: Fit, table: pd.DataFrame | None, fig_dir: Path) -> 
         parts.append(_details("Residuals", _residuals(r, table, fig_dir, name)))
     parts.append(_details("Extrapolation: discrepancy backtest", _backtest(r, fig_dir, name)))
     if r.holdout:
-        h = pd.DataFrame({k: {"n": v["n"], "median |err|": v["median_abs_err"],
+        h = pd.DataFrame({k: {"n": v["n"], "past the backtests' reach": v.get("n_unbacktested"),
+                              "median |err|": v["median_abs_err"],
                               **{f"cov {c}": x for c, x in v["coverage"].items()}}
                           for k, v in r.holdout.items()}).T
         expr = r.data.get("holdout_expr")

@@ -95,6 +95,8 @@ def test_k_small_for_the_exact_law_and_restores_coverage_along_tokens_per_parame
     np.testing.assert_allclose(dist[:3], np.linalg.norm(g, axis=1), rtol=1e-6)
     np.testing.assert_allclose(unchecked[:3], np.linalg.norm(past, axis=1), rtol=1e-6)
     assert np.all((unchecked[:3] > 0) & (unchecked[:3] < dist[:3])), out
+    held = predict(r, df.query(HOLD)[["params", "tokens"]])  # and in the held-out scores
+    assert after["n_unbacktested"] == int((held["distance_unbacktested"] > 0).sum())
     # one backtest row per fold x distance bin: each fold's held-back rows counted once
     bt = pd.DataFrame(d["backtest"])
     per_fold = bt.groupby("fold").n.sum().to_numpy()
