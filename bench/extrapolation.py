@@ -16,7 +16,8 @@ of a new fold's k within the folds' reach: the sd it adds per unit of distance) 
 time with all backtests over the plain fit's (point fit + NUTS, timed in the same run;
 timings on a shared machine are inflated, the ratio less so; beside it the same ratio in CPU
 seconds of all threads, steadier when other work shares the cores), and how many fold fits
-passed their R-hat bar.
+passed their R-hat bar. `far`: held-out rows past the backtests' reach, whose width there is
+the discrepancy prior's.
 """
 
 import os
@@ -65,7 +66,7 @@ cases = [
      "D / N >= 100"),
 ]
 only = sys.argv[1:]  # optional case indices
-print(f"{'data':13s} {'holdout':13s} {'mode':8s} {'n':>3s} {'cov50':>6s} {'cov80':>6s} "
+print(f"{'data':13s} {'holdout':13s} {'mode':8s} {'n':>3s} {'far':>3s} {'cov50':>6s} {'cov80':>6s} "
       f"{'cov90':>6s} {'med|err|':>8s} {'finite':>6s}  time ratio  k per axis (rms); folds")
 for i, (name, df, law, cols, hold) in enumerate(cases):
     if only and str(i) not in only:
@@ -86,7 +87,8 @@ for i, (name, df, law, cols, hold) in enumerate(cases):
     for mode, res in (("none", plain), ("backtest", r)):
         h = holdout_scores(res, held)["loss"]
         c = h["coverage"]
-        print(f"{name:13s} {hold:13s} {mode:8s} {h['n']:3d} {c['0.5']:6.2f} {c['0.8']:6.2f} "
-              f"{c['0.9']:6.2f} {h['median_abs_err']:8.4f} {str(h['finite']):>6s}  "
+        print(f"{name:13s} {hold:13s} {mode:8s} {h['n']:3d} {h['n_unbacktested']:3d} "
+              f"{c['0.5']:6.2f} {c['0.8']:6.2f} {c['0.9']:6.2f} {h['median_abs_err']:8.4f} "
+              f"{str(h['finite']):>6s}  "
               + (f"{ratio:5.2f} ({cpu_ratio:.2f} cpu)  {ks}" if mode == "backtest" else ""),
               flush=True)

@@ -127,10 +127,10 @@ def _print_summary(s: dict) -> None:
         print(f"held out ({s['holdout_expr']}):")
         for q, h in s["holdout"].items():
             cov = ", ".join(f"{k}: {v:.2f}" for k, v in h["coverage"].items())
-            far = (f" ({h['n_unbacktested']} past the backtests' reach)"
-                   if h.get("n_unbacktested") else "")
-            print(f"  {q:9s} n={h['n']}{far} median |err| {h['median_abs_err']:.4f}  "
-                  f"coverage {cov}")
+            far = (f"; {h['n_unbacktested']} {_unbacktested(s.get('discrepancy', {}))}"
+                   if h.get("n_unbacktested") and "_law" not in q else "")  # law: no widening
+            print(f"  {q:9s} n={h['n']} median |err| {h['median_abs_err']:.4f}  "
+                  f"coverage {cov}{far}")
     ok = "pass" if s["diagnostics"]["ok"] else "FAIL"
     print(f"diagnostics: {ok}")
 
@@ -152,10 +152,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     far = out["distance_unbacktested"].to_numpy()
     if (far > 0).any():
         print(f"{int((far > 0).sum())} of {len(out)} points lie up to {far.max():.2f} log units "
-              "beyond the farthest run any backtest fold predicted (distance_unbacktested): "
-              "there the interval's width is the discrepancy prior's, not learned from the "
-              "sweep")
+              f"{_unbacktested(result.discrepancy)}; see distance_unbacktested")
     return 0
+
+
+def _unbacktested(discrepancy: dict) -> str:
+    """Where a point with a distance_unbacktested lies, and what sets its interval there."""
+    if discrepancy.get("mode") == "none":
+        return "beyond the fitted runs, with no discrepancy term to widen them"
+    if discrepancy.get("k_reach") is None:
+        return "beyond the fitted runs with no backtest possible, widened by the k prior"
+    return "past the farthest run a backtest fold predicted, widened by the k prior"
 
 
 def _floors(text: str | None) -> dict[str, float]:

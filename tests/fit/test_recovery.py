@@ -96,7 +96,7 @@ def test_sbc_chinchilla_ranks_uniform():
     assert all(len(v) >= 20 for v in ranks.values())
 
 
-def test_cli_fit_exits_3_when_diagnostics_fail_and_where_filters_rows(tmp_path):
+def test_cli_fit_exits_3_when_diagnostics_fail_and_where_filters_rows(tmp_path, capsys):
     import json
 
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS, main
@@ -111,7 +111,20 @@ def test_cli_fit_exits_3_when_diagnostics_fail_and_where_filters_rows(tmp_path):
     assert not summary["diagnostics"]["ok"]
     kept = (pd.read_csv(csv).params < 1e9).sum()
     assert summary["n_rows"] == kept < 30
-    assert main(args + ["--out", str(tmp_path / "accepted"), "--allow-bad"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "accepted"), "--allow-bad",
+                        "--holdout", "params >= 6e8"]) == 0
+    held = (pd.read_csv(csv).query("params < 1e9").params >= 6e8).sum()
+    assert held > 0
+    # larger than every fitted run: beyond them, and said to be unwidened (no discrepancy)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("loss ")]
+    assert lines and lines[0].endswith(f"; {held} beyond the fitted runs, with no "
+                                       "discrepancy term to widen them"), lines
+    pd.read_csv(csv).head(2).to_csv(tmp_path / "pts.csv", index=False)
+    assert main(["predict", str(tmp_path / "accepted"), "--at", str(tmp_path / "pts.csv"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert (pred.distance == pred.distance_unbacktested).all()  # no backtest: all of it
 
 
 def test_small_sweeps_fit_with_a_warning_and_the_default_k_prior():
