@@ -314,18 +314,17 @@ def _distance_and_k(result: Fit, data: LawData, n_draws: int, seed: int):
 
 def holdout_scores(result: Fit, held: pd.DataFrame) -> dict:
     """Errors and interval coverage of the predictive on held-out rows, per quantity."""
+    from datalaws.fit.trust import extrapolation  # trust builds on this module
+
     tasks = [t for t in result.tasks if f"acc.{t}" in held.columns]
     data = law_data(held, result.law.inputs, columns=result.columns,
                     nonneg=result.law.unscaled, tasks=tasks)
-    from datalaws.fit.trust import extrapolation  # trust builds on this module
-
     draws = predictive_draws(result, held)
-    # rows past the backtests' reach: their width is the discrepancy prior's
-    far = extrapolation(result, held)[1] > 0
+    far = extrapolation(result, held)[1] > 0  # past the backtests' reach: the prior's width
     # the point prediction is the law's posterior median: the discrepancy and the noise
     # widen the intervals but do not move it
-    out = {name: _scores(draws[key], draws["loss_law"], data.y) | {
-               "n_unbacktested": int(far.sum())}
+    out = {name: _scores(draws[key], draws["loss_law"], data.y)
+           | {"n_unbacktested": int(far.sum())}
            for name, key in (("loss", "loss"), ("loss_law", "loss_law"))}
     for t, y in data.acc.items():
         ok = ~np.isnan(y)
