@@ -471,7 +471,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     _add_report(sub)
     _add_next(sub)
     _add_fit(sub)
-    p = sub.add_parser("predict", help="posterior predictive at new points")
+    p = sub.add_parser("predict", help="posterior predictive at new points",
+                       description="Writes <quantity>_mean and _qNN columns (loss: a new run; "
+                       "loss_law: the law alone; acc.<task> with a link), and each point's "
+                       "distance beyond the fitted runs with its part past the backtests' "
+                       "reach, distance_unbacktested (log units; only the k prior widens "
+                       "over it).")
     p.add_argument("fit_dir")
     p.add_argument("--at", required=True, help="table of points (.csv/.parquet)")
     _output_options(p, "output .csv or .parquet")
