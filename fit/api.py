@@ -262,28 +262,33 @@ def predict(result: Fit, points: pd.DataFrame, *,
     ``distance`` is how far each point lies beyond the fitted runs (log units in the law's
     axes, 0 inside), and ``distance_unbacktested`` the part of it past the farthest run any
     backtest fold predicted: there the interval's width is the discrepancy prior's, not
-    learned (``datalaws.fit.trust.extrapolation``).
+    learned (``distance_parts``).
     """
-    from datalaws.fit.trust import extrapolation  # trust builds on this module
-
-    draws = predictive_draws(result, points, seed=seed)
+    data, x = point_inputs(result, points)
+    d = _distances(result, data)
+    draws = _draws(result, x, d, seed)
     out = points.copy()
-    for name, d in draws.items():
-        out[f"{name}_mean"] = d.mean(axis=0)
-        for q, v in zip(quantiles, np.quantile(d, quantiles, axis=0)):
-            out[f"{name}_q{round(q * 100):02d}"] = v
-    out["distance"], out["distance_unbacktested"] = extrapolation(result, points)
+    for name, v in draws.items():
+        out[f"{name}_mean"] = v.mean(axis=0)
+        for q, col in zip(quantiles, np.quantile(v, quantiles, axis=0)):
+            out[f"{name}_q{round(q * 100):02d}"] = col
+    out["distance"], out["distance_unbacktested"] = distance_parts(d, result.discrepancy)
     return out
 
 
 def predictive_draws(result: Fit, points: pd.DataFrame, *, seed: int = 1
                      ) -> dict[str, np.ndarray]:
     """Draws [samples, rows] of every predicted quantity at ``points``."""
-    law = result.law
     data, x = point_inputs(result, points)
+    return _draws(result, x, _distances(result, data), seed)
+
+
+def _draws(result: Fit, x: Mapping[str, np.ndarray], d: np.ndarray, seed: int
+           ) -> dict[str, np.ndarray]:
+    """``predictive_draws`` at normalised inputs ``x`` with distances ``d`` (``_distances``)."""
     samples = result.samples()
-    d, k = _distance_and_k(result, data, len(next(iter(samples.values()))), seed)
-    return posterior_predictive(law, samples, x, likelihood=result.likelihood,
+    k = _k_draws(result, len(next(iter(samples.values()))), seed)
+    return posterior_predictive(result.law, samples, x, likelihood=result.likelihood,
                                 link=result.link, distance=d, k=k, seed=seed,
                                 link_drift=(result.accuracy or {}).get("drift"))
 
@@ -297,30 +302,46 @@ def point_inputs(result: Fit, points: pd.DataFrame) -> tuple[LawData, dict[str, 
     return data, data.normalised(result.scales)
 
 
-def _distance_and_k(result: Fit, data: LawData, n_draws: int, seed: int):
-    """Distance of each point from the fitted runs' hull in the law's axes, and one k per
-    posterior draw (from k's posterior; a fixed k where the fit has none)."""
+def _distances(result: Fit, data: LawData) -> np.ndarray:
+    """Distance of each point from the fitted runs' hull in the law's axes, per direction
+    group, split at the backtests' reach (``discrepancy.beyond_reach``: backtested k within
+    reach, the prior's beyond)."""
     s = result.discrepancy
     axes = [Axis(a["name"], a["powers"], a["log"]) for a in s["axes"]]
     d = disc.hull_offsets(disc.axis_coords(axes, data.inputs), np.asarray(s["hull"]),
                           disc.axis_groups(axes))
-    d = disc.beyond_reach(d, s.get("k_reach"))  # backtested k within reach, the prior's beyond
+    return disc.beyond_reach(d, s.get("k_reach"))
+
+
+def _k_draws(result: Fit, n_draws: int, seed: int) -> float | np.ndarray:
+    """One k per posterior draw (from k's posterior; a fixed k where the fit has none)."""
+    s = result.discrepancy
     if not s.get("k_draws"):
-        return d, s.get("k", 0.0)
+        return s.get("k", 0.0)
     ks = np.asarray(s["k_draws"])
     # one stored k vector per posterior draw, drawn again in a fixed order per seed
-    return d, ks[np.random.default_rng(seed).integers(0, len(ks), n_draws)]
+    return ks[np.random.default_rng(seed).integers(0, len(ks), n_draws)]
+
+
+def distance_parts(d: np.ndarray, discrepancy: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """(distance [n], its part past the backtests' reach [n]) from split distances ``d``
+    ([n, 2G] at ``k_reach``; [n, G] or [n, 1] without a reach, then all of it is past)."""
+    total = np.linalg.norm(d, axis=1)
+    groups = len(discrepancy.get("k_groups") or ())
+    if discrepancy.get("k_reach") is None or d.shape[1] != 2 * groups:
+        return total, total
+    return total, np.linalg.norm(d[:, groups:], axis=1)
 
 
 def holdout_scores(result: Fit, held: pd.DataFrame) -> dict:
     """Errors and interval coverage of the predictive on held-out rows, per quantity."""
-    from datalaws.fit.trust import extrapolation  # trust builds on this module
-
     tasks = [t for t in result.tasks if f"acc.{t}" in held.columns]
     data = law_data(held, result.law.inputs, columns=result.columns,
                     nonneg=result.law.unscaled, tasks=tasks)
-    draws = predictive_draws(result, held)
-    far = extrapolation(result, held)[1] > 0  # past the backtests' reach: the prior's width
+    inputs, x = point_inputs(result, held)
+    d = _distances(result, inputs)
+    draws = _draws(result, x, d, seed=1)
+    far = distance_parts(d, result.discrepancy)[1] > 0  # past reach: the prior's width
     # the point prediction is the law's posterior median: the discrepancy and the noise
     # widen the intervals but do not move it
     out = {name: _scores(draws[key], draws["loss_law"], data.y)

@@ -22,8 +22,7 @@ from datalaws.fit.link_drift import drift_sd
 from datalaws.fit.model import AccuracyLink, law_model, row_noise
 
 __all__ = ["FitConfig", "careful", "thinned", "init_near", "run_nuts", "posterior_predictive",
-           "discrepancy_sd",
-           "noise_by_row", "slow_sampling_warning"]
+           "discrepancy_sd", "noise_by_row", "slow_sampling_warning"]
 
 
 def discrepancy_sd(k: np.ndarray, distance: np.ndarray, draws: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from datalaws.fit import discrepancy as disc
-from datalaws.fit.api import point_inputs, predictive_draws
+from datalaws.fit.api import distance_parts, point_inputs, predictive_draws
 from datalaws.fit.result import Fit
 from datalaws.fit.sampling import noise_by_row
 
@@ -77,12 +77,7 @@ def extrapolation(result: Fit, points: pd.DataFrame) -> tuple[np.ndarray, np.nda
     runs, in log units of the law's axes. Over the second part only the discrepancy prior
     sets the width (no fold predicted that far); it is the whole distance where no backtest
     was possible."""
-    d = _offsets(result, points)  # [n, 2G] split at k_reach, or [n, G] without it
-    total = np.linalg.norm(d, axis=1)
-    groups = len(result.discrepancy.get("k_groups") or ())
-    if result.discrepancy.get("k_reach") is None or d.shape[1] != 2 * groups:
-        return total, total
-    return total, np.linalg.norm(d[:, groups:], axis=1)
+    return distance_parts(_offsets(result, points), result.discrepancy)
 
 
 def discrepancy_var(result: Fit, points: pd.DataFrame,
