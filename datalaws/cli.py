@@ -155,7 +155,8 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         return 0
     if not (a.budget or a.gpu_hours):
         raise UserError("give --budget FLOPS or --gpu-hours H")
-    budget = a.budget if a.budget else budget_from_gpu_hours(a.gpu_hours, a.hardware, a.mfu)
+    budget = a.budget if a.budget else budget_from_gpu_hours(
+        a.gpu_hours, a.hardware or DEFAULT_HARDWARE, DEFAULT_MFU if a.mfu is None else a.mfu)
     sizes = preset_sizes(result.columns.get("N"), a.vocab)
     from datalaws.records import parse_mixture
 
@@ -189,18 +190,24 @@ def _write_plan(text: str, out: Path, copy: Path | None) -> None:
 # cannot train the smallest plannable preset on one token per parameter, or beyond any
 # training run ever made, is a typo (1e12 for 1e21, 1e30), not a question worth sampling.
 MAX_BUDGET = 1e27
+DEFAULT_HARDWARE, DEFAULT_MFU = "h100", 0.45  # what --gpu-hours converts at unless told
 
 
 def _check_budget(a: argparse.Namespace) -> None:
     import math
 
-    for flag, v in (("--budget", a.budget), ("--gpu-hours", a.gpu_hours), ("--mfu", a.mfu)):
+    for flag, v in (("--budget", a.budget), ("--gpu-hours", a.gpu_hours), ("--mfu", a.mfu),
+                    ("--unique-tokens", a.unique_tokens), ("--min-params", a.min_params),
+                    ("--max-params", a.max_params)):
         if v is not None and (not math.isfinite(v) or v <= 0):
             raise UserError(f"{flag} {v}: must be a positive finite number")
-    if a.mfu > 1:
+    if a.mfu is not None and a.mfu > 1:
         raise UserError(f"--mfu {a.mfu}: a fraction of peak, at most 1")
     if a.budget is None:
         return
+    if a.hardware is not None or a.mfu is not None:  # silently unused would mislead
+        raise UserError("--hardware and --mfu turn --gpu-hours into FLOPs; with --budget "
+                        "they are not used, so drop them")
     from datalaws.model.transformer import PRESETS, ModelConfig, count_params
 
     smallest = min(float(count_params(ModelConfig.preset(p, vocab=a.vocab))[0])
@@ -264,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = pl.add_mutually_exclusive_group()
     g.add_argument("--budget", type=float, help="FLOPs")
     g.add_argument("--gpu-hours", type=float)
-    pl.add_argument("--hardware", default="h100")
-    pl.add_argument("--mfu", type=float, default=0.45)
+    pl.add_argument("--hardware", help=f"with --gpu-hours (default {DEFAULT_HARDWARE})")
+    pl.add_argument("--mfu", type=float, help=f"with --gpu-hours: the fraction of peak FLOPs "
+                    f"reached (default {DEFAULT_MFU})")
     pl.add_argument("--objective", default="mean",
                     help="mean, or qNN: a quantile of loss (q90 = risk-averse)")
     pl.add_argument("--metric", default="loss", help="loss or acc.<task> (needs a link)")

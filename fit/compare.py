@@ -22,6 +22,10 @@ def compare(fits: Sequence[Fit], names: Sequence[str], *, rank_by: str = "backte
     if len({f.data.get("data_hash") for f in fits}) > 1:
         raise ValueError("PSIS-LOO compares laws fitted to the same table; these fits saw "
                          f"{len({f.data.get('data_hash') for f in fits})} different tables")
+    no_loo = [n for n, f in zip(names, fits) if "log_likelihood" not in f.idata.groups()]
+    if no_loo:  # a point fit keeps no pointwise log likelihood
+        raise ValueError(f"{', '.join(no_loo)}: no pointwise log likelihood to compare (a "
+                         "--method point fit?); refit with NUTS")
     with warnings.catch_warnings():  # Pareto k > 0.7: the table's ``warning`` column says it
         warnings.simplefilter("ignore", UserWarning)
         loo = az.compare({n: f.idata for n, f in zip(names, fits)}, var_name="log_loss")

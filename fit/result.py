@@ -179,7 +179,12 @@ class Fit:
                                  "relative to one sigma (an older datalaws; each has its own "
                                  "sigma and nu now); refit it")
         try:
-            return _from_state(state, az.from_netcdf(str(path / "posterior.nc")))
+            idata = az.from_netcdf(str(path / "posterior.nc"))
+        except (OSError, ValueError) as e:  # truncated or not NetCDF at all
+            raise FitFormatError(f"{path / 'posterior.nc'}: corrupt ({e}); refit {path}"
+                                 ) from None
+        try:
+            return _from_state(state, idata)
         except (KeyError, TypeError) as e:  # a hand-edited or truncated state
             raise FitFormatError(f"{path / 'fit.json'}: unreadable ({type(e).__name__}: {e}); "
                                  "refit it") from None

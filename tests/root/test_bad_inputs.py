@@ -55,6 +55,7 @@ def ws(tmp_path_factory) -> Path:
             params=good.params.where(good.index != 3)),
         "pts_domain.csv": good[["params", "tokens"]].assign(**{"mix.web": 1.0}),
         "pts.csv": good[["params", "tokens"]],
+        "pts_renamed.csv": good[["params", "tokens"]].rename(columns={"params": "N"}),
     }
     for name, df in bad.items():
         _table(ws, name, df)
@@ -71,6 +72,12 @@ def ws(tmp_path_factory) -> Path:
     assert main(["fit", "chinchilla", str(ws / "runs.csv"), "--out", str(ws / "fit1"),
                  "--chains", "1", "--warmup", "40", "--draws", "40", "--discrepancy", "none",
                  "--allow-bad"]) in (0, 3)
+    assert main(["fit", "chinchilla", str(ws / "runs.csv"), "--out", str(ws / "fit_point"),
+                 "--method", "point"]) == 0
+    (ws / "fit_corrupt").mkdir()
+    for f in (ws / "fit1").iterdir():
+        (ws / "fit_corrupt" / f.name).write_bytes(f.read_bytes()[:100] if f.suffix == ".nc"
+                                                  else f.read_bytes())
     return ws
 
 
@@ -218,6 +225,11 @@ CASES = [
                                 "--quantiles", "0.5,1.5"], 1, "--quantiles"),
     ("predict-quantile-text", ["predict", FIT, "--at", W("pts.csv"), "--out", W("p.csv"),
                                "--quantiles", "median"], 1, "--quantiles"),
+    ("predict-at-column", ["predict", FIT, "--at", W("pts_renamed.csv"), "--out", W("p.csv")],
+     1, "'params'"),
+    ("predict-corrupt-posterior", ["predict", W("fit_corrupt"), "--at", W("pts.csv"), "--out",
+                                   W("p.csv")], 1, "posterior.nc"),
+    ("compare-point-fit", ["compare", W("fit_point")], 1, "--method point"),
     ("predict-no-fit", ["predict", W("nofit"), "--at", W("pts.csv"), "--out", W("p.csv")], 1,
      "nofit"),
     ("report-over-summary", ["report", FIT, "--out", FIT + "/summary.json"], 1, "summary.json"),
@@ -245,6 +257,10 @@ CASES = [
     ("plan-no-budget", ["plan", FIT], 1, "--budget"),
     ("plan-out-suffix", ["plan", FIT, "--budget", "1e21", "--out", W("plan.txt")], 1, ".json"),
     ("plan-mfu", ["plan", FIT, "--gpu-hours", "10", "--mfu", "2"], 1, "--mfu"),
+    ("plan-hardware-unused", ["plan", FIT, "--budget", "1e21", "--hardware", "a100"], 1,
+     "--hardware"),
+    ("plan-unique-tokens-zero", ["plan", FIT, "--budget", "1e21", "--unique-tokens", "0"], 1,
+     "--unique-tokens"),
     ("plan-unknown-domain", ["plan", FIT, "--budget", "1e21", "--mixture", "web=1"], 1,
      "web"),
     ("plan-objective", ["plan", FIT, "--budget", "1e21", "--objective", "best"], 1, "best"),
