@@ -20,6 +20,19 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
     return out
 
 
+def _positive(values: list[str], flag: str, text: str) -> list[float]:
+    """``values`` as positive finite numbers, or one line naming ``flag`` and its ``text``."""
+    import math
+
+    try:
+        out = [float(v) for v in values]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: not numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in out):
+        raise ValueError(f"{flag} {text!r}: each value must be a positive finite number")
+    return out
+
+
 def _cmd_fit(a: argparse.Namespace) -> int:
     from datalaws.cli import EXIT_BAD_DIAGNOSTICS
     from datalaws.fit.api import fit
@@ -308,17 +321,20 @@ def _cmd_next(a: argparse.Namespace) -> int:
     from datalaws.records import atomic_write_text, parse_mixture
 
     out = check_output_file(a.out, force=a.force, suffixes=(".toml",), protect=FIT_MARKERS)
-    target = [float(v) for v in a.target.split(",")] if a.target.count(",") == 1 else None
-    if target is None:
+    if a.target.count(",") != 1:
         raise ValueError(f"--target {a.target!r}: give N,D (parameters,tokens), e.g. 1e9,2e10")
+    target = _positive(a.target.split(","), "--target", a.target)
+    if a.vocab is not None and a.vocab <= 0:
+        raise ValueError(f"--vocab {a.vocab}: must be positive")
     like, vocab = _like_spec(a.like), a.vocab
     if like and vocab is None:  # the presets' sizes on the store the runs will train on
         vocab = _store_vocab(like.get("defaults", {}).get("data"))
     result = Fit.load(a.fit_dir)
-    sizes = ({k: float(v) for k, v in _pairs(a.sizes, "--sizes").items()} if a.sizes else
-             preset_sizes(result.columns.get("N"), vocab or 32768))
-    ratios = ([float(v) for v in a.tokens_per_param.split(",")] if a.tokens_per_param
-              else TOKENS_PER_PARAM)
+    given = _pairs(a.sizes, "--sizes")
+    sizes = (dict(zip(given, _positive(list(given.values()), "--sizes", a.sizes))) if given
+             else preset_sizes(result.columns.get("N"), vocab or 32768))
+    ratios = (_positive(a.tokens_per_param.split(","), "--tokens-per-param",
+                        a.tokens_per_param) if a.tokens_per_param else TOKENS_PER_PARAM)
     design = next_runs(result, a.budget, target[0], target[1], sizes=sizes, max_runs=a.runs,
                        tokens_per_param=ratios,
                        mixture=parse_mixture(a.mixture) if a.mixture else None,

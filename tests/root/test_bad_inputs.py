@@ -265,6 +265,17 @@ CASES = [
      "web"),
     ("plan-objective", ["plan", FIT, "--budget", "1e21", "--objective", "best"], 1, "best"),
     ("plan-no-fit", ["plan", W("nofit"), "--budget", "1e21"], 1, "nofit"),
+    # flags -> next
+    ("next-target-zero", ["next", FIT, "--budget", "1e20", "--target", "1e9,0"], 1,
+     "--target"),
+    ("next-target-text", ["next", FIT, "--budget", "1e20", "--target", "1e9,lots"], 1,
+     "--target"),
+    ("next-sizes-negative", ["next", FIT, "--budget", "1e20", "--target", "1e9,2e10",
+                             "--sizes", "a=-5"], 1, "--sizes"),
+    ("next-tokens-per-param-zero", ["next", FIT, "--budget", "1e20", "--target", "1e9,2e10",
+                                    "--tokens-per-param", "0,5"], 1, "--tokens-per-param"),
+    ("next-vocab-zero", ["next", FIT, "--budget", "1e20", "--target", "1e9,2e10", "--vocab",
+                         "0"], 1, "--vocab"),
     # stores, corpora -> data prepare / quality
     ("prepare-missing-src", ["data", "prepare", W("nope.txt"), "--domain", "x", "--out",
                              W("s_new")], 1, "nope.txt"),
