@@ -166,7 +166,11 @@ def _cmd_quality(a: argparse.Namespace) -> int:
 def _cmd_pools(a: argparse.Namespace) -> int:
     from datalaws.data.curate import make_pools
 
-    cuts = [float(x) for x in (a.quantiles or a.thresholds).split(",")]
+    flag, text = ("--quantiles", a.quantiles) if a.quantiles else ("--thresholds", a.thresholds)
+    try:
+        cuts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: give numbers separated by commas") from None
     pools = make_pools(a.store, a.domain, by=a.by, ascending=a.ascending,
                        quantiles=cuts if a.quantiles else None,
                        thresholds=cuts if a.thresholds else None)
@@ -182,10 +186,13 @@ def _cmd_pools(a: argparse.Namespace) -> int:
 def _cmd_select(a: argparse.Namespace) -> int:
     from datalaws.data.curate import select_like
 
-    m = select_like(a.store, a.source, a.like, a.out, tokens=int(float(a.tokens)),
-                    seed=a.seed)
+    tokens = int(float(a.tokens))
+    m = select_like(a.store, a.source, a.like, a.out, tokens=tokens, seed=a.seed)
     print(f"{a.out}: {m['docs']} documents, {m['tokens']:,} tokens of {a.source} selected "
           f"toward {a.like} (DSIR)")
+    if m["tokens"] < tokens:  # the whole source: say so rather than let it pass for a sample
+        print(f"warning: --tokens {a.tokens} is more than {a.source} holds; all of it was "
+              "taken, so this is no selection")
     return 0
 
 

@@ -113,7 +113,7 @@ def make_pools(store: str | Path, domain: str, *, by: str,
     if quantiles is not None:
         q = np.asarray(quantiles, float)
         if np.any((q <= 0) | (q >= 1)):
-            raise ValueError(f"quantiles must lie in (0, 1); got {list(q)}")
+            raise ValueError(f"quantiles must lie in (0, 1); got {q.tolist()}")
         edges = np.quantile(score[scored], np.sort(q))
     else:
         edges = np.sort(np.asarray(thresholds, float))
@@ -191,6 +191,10 @@ def synthesize(store: str | Path, source: str, model: Sampler, out: str, *, toke
         raise StoreError(f"{store / out}: domain already exists; choose another name")
     if tokens <= 0:
         raise ValueError(f"tokens={tokens} must be > 0")
+    if not (temperature >= 0 and 0 < top_p <= 1 and prompt_tokens > 0 and batch > 0):
+        raise ValueError(f"temperature={temperature} (>= 0; 0 is greedy), top_p={top_p} (in "
+                         f"(0, 1]), prompt_tokens={prompt_tokens} and batch={batch} (> 0): "
+                         "one is out of range")
     tok = Tokenizer.from_file(str(store / "tokenizer.json"))
     if model.vocab < tok.get_vocab_size():
         raise StoreError(f"model vocabulary {model.vocab} is smaller than the store's "

@@ -337,6 +337,8 @@ def add_syntheticity(store: str | Path, domain: str, nll_fn: Callable, *, teache
 
 def domain_stats(store: str | Path) -> list[dict]:
     """One row per domain: complete or not, docs, tokens, diversity, syntheticity."""
+    if not Path(store).is_dir():
+        raise StoreError(f"{store}: no such token store (make one with `datalaws data prepare`)")
     rows = []
     for d in sorted(p for p in Path(store).iterdir() if p.is_dir()):
         m = d / "meta.json"

@@ -305,6 +305,11 @@ CASES = [
                        W("s_new"), "--vocab", "10"], 1, "--vocab"),
     ("prepare-domain-name", ["data", "prepare", CORPUS + "/good.jsonl", "--domain", "../x",
                              "--out", W("s_new")], 1, "--domain"),
+    ("stats-no-store", ["data", "stats", W("nostore")], 1, "nostore"),
+    ("pools-quantiles-text", ["data", "pools", STORE, "web", "--quantiles", "lots"], 1,
+     "--quantiles"),
+    ("pools-quantiles-range", ["data", "pools", STORE, "web", "--quantiles", "0.5,1.5"], 1,
+     "[0.5, 1.5]"),
     # checkpoints -> data quality
     ("quality-no-checkpoints", ["data", "quality", STORE, "--teacher", W("teacher_nock")], 1,
      "teacher_nock"),
@@ -417,3 +422,14 @@ def test_good_outputs_take_their_format_from_the_extension_and_force_overwrites(
     assert len(first) == len(pd.read_csv(ws / "pts.csv")) and "loss_q50" in "".join(first)
     assert main(argv) == 1 and "--force" in capsys.readouterr().err
     assert main(argv + ["--force"]) == 0
+
+
+@pytest.mark.parametrize("bad", [{"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5},
+                                 {"prompt_tokens": 0}, {"batch": 0}])
+def test_synthesize_refuses_sampling_settings_before_touching_the_model(ws, bad):
+    from datalaws.data.curate import synthesize
+
+    before = _snapshot(ws)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        synthesize(ws / "store", "web", None, "syn", tokens=100, **bad)  # no model needed
+    assert _snapshot(ws) == before
