@@ -32,6 +32,7 @@ from datalaws.fit.api import predictive_draws  # noqa: E402
 from datalaws.fit.card import decision_card, read_plan  # noqa: E402
 from datalaws.fit.export import derived_table, param_table, priors_text  # noqa: E402
 from datalaws.fit.result import Fit  # noqa: E402
+from datalaws.fit.table import TableError  # noqa: E402
 from datalaws.fit.trust import crn_log_loss  # noqa: E402
 
 __all__ = ["write_report"]
@@ -333,10 +334,17 @@ def write_report(fit_dirs: Sequence[str | Path], table: pd.DataFrame | None,
     from datalaws.records import atomic_write_text
 
     out = Path(out)
+    results = [Fit.load(d) for d in fit_dirs]
+    for d, r in zip(fit_dirs, results):  # before anything is written
+        if table is not None and not set(r.law.inputs) - {"N", "D"}:  # its curves read these
+            missing = [c for c in r.columns.values() if c not in table.columns]
+            if missing:
+                raise TableError(f"--data: no {'columns' if len(missing) > 1 else 'column'} "
+                                 f"{', '.join(map(repr, missing))}, which "
+                                 f"the fit {d} reads; the table has {list(table.columns)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig_dir = out.parent / f"{out.stem}_figures"
     fig_dir.mkdir(exist_ok=True)
-    results = [Fit.load(d) for d in fit_dirs]
     body = [f"<h1>datalaws report</h1><p>{len(results)} fitted law(s)"
             + (f" on {len(table)} runs" if table is not None else "") + ".</p>",
             _cards(fit_dirs, results), "<div id='after-decisions'></div>"]

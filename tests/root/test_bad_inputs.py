@@ -235,6 +235,8 @@ CASES = [
     ("report-over-summary", ["report", FIT, "--out", FIT + "/summary.json"], 1, "summary.json"),
     ("report-in-fit", ["report", FIT, "--out", FIT + "/r.html"], 1, "another artifact"),
     ("report-exists", ["report", FIT, "--out", W("existing.html")], 1, "--force"),
+    ("report-data-columns", ["report", FIT, "--data", W("pts.csv"), "--out", W("r.html")], 1,
+     "'loss'"),
     ("report-no-fit", ["report", W("nofit"), "--out", W("r.html")], 1, "nofit"),
     ("collect-out-exists", ["collect", W("records"), "--out", W("existing.csv")], 1, "--force"),
     ("collect-out-ext", ["collect", W("records"), "--out", W("t.json")], 1, ".csv or .parquet"),
