@@ -138,9 +138,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return write(path, text)
 
 
+def run_id_error(run_id: str) -> str | None:
+    """Why ``run_id`` cannot name a record file (None if it can): it must stay inside its run
+    folder, so no path separators, no leading dot, nothing empty."""
+    if not run_id or run_id.startswith(".") or any(c in run_id for c in "/\\\0"):
+        return (f"run_id = {run_id!r}: must be a plain file name (no '/', '\\', or leading "
+                "'.'), since the record is written as <run_id>.record.json in the run folder")
+    return None
+
+
 def write_record(record: RunRecord, directory: str | os.PathLike) -> Path:
     """Write ``record`` atomically as ``directory/<run_id>.record.json`` and return the path."""
     from datalaws.io import dumps_json
+
+    if (why := run_id_error(str(record.run_id))) is not None:
+        raise RecordError(why)
 
     # NaN/inf become null, flagged under "_nonfinite": the file stays valid JSON
     text = dumps_json(record.to_dict(), indent=1, sort_keys=True)

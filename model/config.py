@@ -232,8 +232,14 @@ def _check(flat: dict) -> list[str]:
     for k, v in flat.items():
         if v is not None and (k in _POSITIVE or k in _FRACTIONS or k in _NONNEGATIVE):
             errors += _number_error(k, v)
-    if flat.get("seed") is not None and not str(flat["seed"]).lstrip("-").isdigit():
-        errors.append(f"seed = {flat['seed']!r}: must be a whole number")
+    if flat.get("seed") is not None and not (str(flat["seed"]).isdigit()
+                                             and int(flat["seed"]) < 2 ** 32):
+        errors.append(f"seed = {flat['seed']!r}: must be a whole number in [0, 2**32)")
+    if flat.get("run_id") is not None:
+        from datalaws.records import run_id_error
+
+        if (why := run_id_error(str(flat["run_id"]))) is not None:
+            errors.append(why)
     from datalaws.model.metrics import parse_profile_steps
 
     try:

@@ -333,6 +333,9 @@ CASES = [
      + ["--out", W("t1")], 1, "web=lots"),
     ("train-mixture-domain", TRAIN[:7] + ["--mixture", "nope=1"] + TRAIN[9:]
      + ["--out", W("t1")], 1, "nope"),
+    ("train-run-id-escapes", TRAIN + ["--out", W("t1"), "--run-id", "../outside"], 1,
+     "run_id"),
+    ("train-seed-negative", TRAIN + ["--out", W("t1"), "--seed", "-1"], 1, "seed"),
     ("train-out-is-file", TRAIN + ["--out", W("afile")], 1, "afile"),
     ("train-finished-run", TRAIN + ["--out", W("finished")], 1, "finished run"),
     ("train-config-invalid", ["train", W("bad.toml")], 1, "bad.toml"),

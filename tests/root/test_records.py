@@ -36,6 +36,14 @@ def test_schema_validation():
         RunRecord.from_dict({"run_id": "x", "status": "done", "schema_version": 99})
 
 
+@pytest.mark.parametrize("run_id", ["../up", "a/b", ".hidden"])
+def test_a_record_never_lands_outside_its_folder(tmp_path, run_id):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(RecordError, match="plain file name"):
+        write_record(_record(0, run_id=run_id), tmp_path / "runs")
+    assert [p.name for p in tmp_path.rglob("*")] == ["runs"]
+
+
 WRITER = """
 import sys
 from datalaws import RunRecord, write_record
