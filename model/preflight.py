@@ -243,6 +243,7 @@ def run_preflight(topology: str, preset: str, **options) -> dict:
 
     ``options``: batch, seq_len, vocab, grad_accum, remat, mesh, dtype, attention (as the
     CLI flags). Results are kept for the life of the process (a sweep's shapes repeat)."""
+    _check_request(topology, preset, options)
     key = json.dumps([topology, preset, sorted((k, str(v)) for k, v in options.items()
                                                if v is not None)])
     if key not in _RESULTS:
@@ -255,6 +256,35 @@ _RESULTS: dict[str, dict] = {}
 
 class PreflightError(RuntimeError):
     """The compile for a topology failed (unknown topology, a missing compiler, a bug)."""
+
+
+# What --topology accepts, checked here before any compiler is looked for: a typo should
+# not read as "install the TPU compiler".
+_TOPOLOGY = re.compile(r"cpu|h100x[1-9]\d*|gpu:[^:]+:\d+x\d+x\d+|v\d+[a-z]*:\d+(x\d+){1,2}",
+                       re.IGNORECASE)
+
+
+def _check_request(topology: str, preset: str, options: dict) -> None:
+    """One line naming the first bad flag (ValueError)."""
+    from datalaws.model.sharding import parse_mesh
+    from datalaws.model.transformer import PRESETS
+
+    if not _TOPOLOGY.fullmatch(topology):
+        raise ValueError(f"--topology {topology!r}: expected e.g. v5e:2x2, v5p:2x2x4, h100x8 "
+                         "or gpu:CONFIG.txtpb:1x1x8")
+    if preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r}: unknown; presets are {', '.join(PRESETS)}")
+    for k in ("batch", "seq_len", "vocab", "grad_accum"):
+        if options.get(k) is not None and int(options[k]) <= 0:
+            raise ValueError(f"--{k.replace('_', '-')} {options[k]}: must be positive")
+    remat = options.get("remat")
+    if remat is not None and str(remat).lower() not in ("none", "full", "dots", "true",
+                                                         "false"):
+        raise ValueError(f"--remat {remat!r}: none, full or dots")
+    dtype = options.get("dtype")
+    if dtype is not None and dtype not in ("bfloat16", "float32", "float16"):
+        raise ValueError(f"--dtype {dtype!r}: bfloat16, float32 or float16")
+    parse_mesh(options.get("mesh"))  # raises its own one-line --mesh error
 
 
 def _compile_elsewhere(topology: str, preset: str, **options) -> dict:

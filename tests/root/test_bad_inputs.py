@@ -341,6 +341,13 @@ CASES = [
     ("train-config-invalid", ["train", W("bad.toml")], 1, "bad.toml"),
     ("train-config-missing", ["train", W("nope.toml")], 1, "nope.toml"),
     ("train-no-out", TRAIN, 1, "out"),
+    # flags -> preflight (checked before any compiler is looked for)
+    ("preflight-topology", ["preflight", "--topology", "h100-8"], 1, "--topology"),
+    ("preflight-preset", ["preflight", "--topology", "v5e:2x2", "--preset", "huge"], 1,
+     "huge"),
+    ("preflight-batch", ["preflight", "--topology", "h100x8", "--batch", "0"], 1, "--batch"),
+    ("preflight-remat", ["preflight", "--topology", "h100x8", "--remat", "some"], 1,
+     "--remat"),
     # sweep specs
     ("sweep-missing-spec", ["sweep", "plan", W("nope.toml")], 1, "nope.toml"),
     ("sweep-invalid-toml", ["sweep", "plan", W("broken.toml")], 1, "broken.toml"),
