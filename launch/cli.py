@@ -126,6 +126,10 @@ def _show_curves(spec: dict, states: dict, where: str) -> None:
     from datalaws.launch.curves import plot_curves, print_curves, sweep_curves
     from datalaws.launch.sweep import expand
 
+    if where != "-":  # a PNG is rewritten on every call: --force would be noise
+        from datalaws.io import check_output_file
+
+        check_output_file(where, force=True, flag="--curves", suffixes=(".png",))
     curves = sweep_curves(expand(spec), states)
     if where == "-":
         print()

@@ -173,6 +173,8 @@ def run_local(runs: list[Run], *, parallel: int = 2, retry_failed: bool = False,
     """
     from datalaws.records import atomic_write_text
 
+    if parallel < 1:  # 0 would wait forever for a free slot
+        raise ValueError(f"--parallel {parallel}: run at least one at a time")
     todo = _to_run(runs, retry_failed)
     if progress:
         print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "

@@ -132,6 +132,8 @@ def _runs_dirs(ws: Path) -> None:
 def _specs(ws: Path) -> None:
     base = f'[defaults]\ndata = "{ws / "store"}"\nmixture = "web=1"\nseq_len = 64\n'
     specs = {
+        "good.toml": f'out = "{ws / "sweep_out"}"\n' + base
+                     + '[grid]\npreset = ["tiny"]\ntokens = [1e5]\n',
         "no_preset.toml": base + "[grid]\ntokens = [1e5]\n",
         "bad_preset.toml": base + '[grid]\npreset = ["huge"]\ntokens = [1e5]\n',
         "zero_tokens.toml": base + '[grid]\npreset = ["tiny"]\ntokens = [0]\n',
@@ -358,6 +360,10 @@ CASES = [
     ("sweep-empty-grid", ["sweep", "plan", W("empty_grid.toml")], 1, "no runs"),
     ("sweep-slurm-key", ["sweep", "run", W("bad_slurm.toml"), "--executor", "slurm"], 1,
      "partitoin"),
+    ("status-curves-suffix", ["status", W("good.toml"), "--curves", W("c.txt")], 1,
+     ".png"),
+    ("sweep-parallel-zero", ["sweep", "run", W("good.toml"), "--parallel", "0"], 1,
+     "--parallel"),
     ("status-missing-spec", ["status", W("nope.toml")], 1, "nope.toml"),
 ]
 
