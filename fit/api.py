@@ -89,7 +89,9 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
       method: ``"nuts"`` (the posterior) or ``"point"`` (the Huber least-squares baseline
         alone, as the papers fit: intervals from the residual spread only).
     """
-    _check_options(method=method, discrepancy=discrepancy)
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"fit: df must be a pandas DataFrame of runs, not {type(df).__name__}")
+    _check_options(method=method, discrepancy=discrepancy, accuracy=accuracy)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     law_priors, noise, k_scale = _split_priors(priors)
     df, law = law_for_table(df, law_name, law_priors, columns=columns, holdout=holdout)
@@ -130,12 +132,13 @@ def fit(df: pd.DataFrame, law_name: str, *, config: FitConfig = _DEFAULT_CONFIG,
     return result
 
 
-def _check_options(**given: str) -> None:
+def _check_options(**given: str | None) -> None:
     """Each of ``fit``'s string options is one of its choices (one line naming them)."""
-    choices = {"method": ("nuts", "point"), "discrepancy": ("backtest", "none")}
+    choices = {"method": ("nuts", "point"), "discrepancy": ("backtest", "none"),
+               "accuracy": (None, "sigmoid", "joint", "exponential")}
     for name, value in given.items():
         if value not in choices[name]:
-            raise ValueError(f"{name}={value!r}; use {'|'.join(choices[name])}")
+            raise ValueError(f"{name}={value!r}; use {'|'.join(map(str, choices[name]))}")
 
 
 # Runs shorter than this fail the bars (ESS >= 400, R-hat <= 1.01) by their length (quick

@@ -17,3 +17,17 @@ def test_integer_size_times_tokens_does_not_wrap_around():
     assert train.params.tolist() == [10_569_312]
     assert filter_rows(df, "6 * params * tokens < 1e20").params.tolist() == [10_569_312]
     assert df.params.dtype.kind == "i"  # the caller's table is left as it was
+
+
+def test_fit_names_a_bad_option_before_reading_the_table():
+    import pytest
+
+    from datalaws.fit import fit
+
+    df = pd.DataFrame({"params": [1e7, 3e7], "tokens": [1e8, 3e8], "loss": [4.0, 3.5]})
+    with pytest.raises(TypeError, match="DataFrame"):
+        fit(df.to_dict("records"), "chinchilla")
+    for option, value in (("method", "mcmc"), ("discrepancy", "bogus"),
+                          ("accuracy", "probit")):
+        with pytest.raises(ValueError, match=f"{option}='{value}'; use "):
+            fit(df, "chinchilla", **{option: value})
