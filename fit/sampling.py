@@ -308,8 +308,8 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
                          x: Mapping[str, np.ndarray], *, likelihood: str,
                          link: AccuracyLink | None = None,
                          distance: np.ndarray | None = None, k: float | np.ndarray = 0.0,
-                         link_drift: dict | None = None, seed: int = 1, block: int = 500
-                         ) -> dict[str, np.ndarray]:
+                         link_drift: dict | None = None, seed: int | tuple[int, ...] = 1,
+                         block: int = 500) -> dict[str, np.ndarray]:
     """Draws [samples, n] of ``loss`` (a new observed run), ``loss_law`` and accuracies.
 
     ``k`` is the discrepancy scale: one value, one per posterior draw [S], or one per draw
@@ -336,7 +336,7 @@ def posterior_predictive(law: Law, samples: Mapping[str, np.ndarray],
         drift = (np.resize(kd, (S, kd.shape[1])), float(link_drift["loss_min"]))
     parts = [_predictive_block(law, {n: v[a:a + block] for n, v in samples.items()}, xs,
                                likelihood, link, distance, k[a:a + block] if k.ndim else k,
-                               np.random.default_rng([seed, a // block]),
+                               np.random.default_rng([*np.atleast_1d(seed), a // block]),
                                None if drift is None else (drift[0][a:a + block], drift[1]))
              for a in range(0, S, block)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -63,6 +63,26 @@ def test_saved_fit_loads_equal_and_predicts_bitwise(fitted):
     assert loaded != r
 
 
+def test_predict_in_blocks_matches_one_block(fitted, monkeypatch):
+    # a long grid is predicted a block of points at a time (memory); the law's columns and
+    # the distances do not depend on the blocks, and the noisy run's quantiles only by noise
+    from datalaws.fit import api
+
+    r, _ = fitted
+    pts = pd.DataFrame({"params": np.geomspace(1e8, 1e11, 7),
+                        "tokens": np.geomspace(2e9, 2e12, 7)})
+    whole = predict(r, pts)
+    monkeypatch.setattr(api, "PREDICT_BLOCK", 3)
+    blocks = predict(r, pts)
+    assert list(blocks.columns) == list(whole.columns) and len(blocks) == len(pts)
+    law = [c for c in whole if c.startswith(("loss_law", "distance"))]
+    pd.testing.assert_frame_equal(blocks[law], whole[law], check_exact=True)
+    pd.testing.assert_frame_equal(blocks.iloc[:3], predict(r, pts.iloc[:3]), check_exact=True)
+    # 200 draws: the medians of two noise draws differ by Monte Carlo error, well inside
+    assert (abs(blocks.loss_q50 - whole.loss_q50) < 0.25 * (whole.loss_q95 - whole.loss_q05)).all()
+    assert not blocks.loss_q95.equals(whole.loss_q95)  # its own noise, not a copy of block 0
+
+
 def test_priors_round_trip_as_numbers():
     for d in (dist.LogNormal(-0.7, 1.0), dist.Gamma(2.0, 0.1), dist.Normal(0.0, 2.0),
               dist.Beta(1.0, 4.0), dist.StudentT(3.0, 0.0, 1.0),
