@@ -12,6 +12,8 @@ def _cmd_plan(a):
     from datalaws.hardware import PEAK_BF16
     from datalaws.launch.sweep import expand, load_spec, plan_runs
 
+    if not 0 < a.mfu <= 1:  # before any work: 0 divided by zero, above 1 is no fraction
+        raise ValueError(f"--mfu {a.mfu}: a fraction of peak in (0, 1]")
     runs = expand(load_spec(a.spec))
     rows, notes = plan_runs(runs)  # the numbers `train` and the run records use
     for r in rows:

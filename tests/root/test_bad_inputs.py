@@ -362,6 +362,7 @@ CASES = [
      "partitoin"),
     ("status-curves-suffix", ["status", W("good.toml"), "--curves", W("c.txt")], 1,
      ".png"),
+    ("sweep-plan-mfu-zero", ["sweep", "plan", W("good.toml"), "--mfu", "0"], 1, "--mfu"),
     ("sweep-parallel-zero", ["sweep", "run", W("good.toml"), "--parallel", "0"], 1,
      "--parallel"),
     ("status-missing-spec", ["status", W("nope.toml")], 1, "nope.toml"),
