@@ -73,6 +73,8 @@ def _cmd_env(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from datalaws.demo import run_demo
 
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise UserError(f"--out {a.out}: is a file; give a folder (reused on rerun)")
     run_demo(Path(a.out), fast=a.fast)
     return 0
 

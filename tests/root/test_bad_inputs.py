@@ -360,6 +360,7 @@ CASES = [
     ("sweep-empty-grid", ["sweep", "plan", W("empty_grid.toml")], 1, "no runs"),
     ("sweep-slurm-key", ["sweep", "run", W("bad_slurm.toml"), "--executor", "slurm"], 1,
      "partitoin"),
+    ("demo-out-is-file", ["demo", "--out", W("afile")], 1, "afile"),
     ("status-curves-suffix", ["status", W("good.toml"), "--curves", W("c.txt")], 1,
      ".png"),
     ("sweep-plan-mfu-zero", ["sweep", "plan", W("good.toml"), "--mfu", "0"], 1, "--mfu"),
