@@ -314,12 +314,12 @@ def point_inputs(result: Fit, points: pd.DataFrame) -> tuple[LawData, dict[str, 
     """The law's inputs at ``points`` (checked), raw and normalised as the fit's."""
     law = result.law
     cols = {r: c for r, c in result.columns.items() if r in law.inputs}
+    given = list(points.columns)
+    points = law.prepare(points)  # mixtures, evaluation weights, pool weights: checked
     missing = [f"{c!r} (for {r})" for r, c in cols.items() if c not in points.columns]
     if missing:  # the fit's own mapping: --columns is not for predict to change
         raise TableError(f"the points lack {'columns' if len(missing) > 1 else 'column'} "
-                         f"{', '.join(missing)}, which the fit reads; "
-                         f"they have {list(points.columns)}")
-    points = law.prepare(points)  # mixtures, evaluation weights, pool weights: checked
+                         f"{', '.join(missing)}, which the fit reads; they have {given}")
     data = law_data(points, law.inputs, target=None, columns=cols, nonneg=law.unscaled)
     return data, data.normalised(result.scales)
 
