@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from datalaws.cli import main
-from datalaws.fit import FitConfig, fit
+from datalaws.fit import FitConfig, fit, predict
 from datalaws.fit.filtering import (
     N_REF,
     PAPER_A,
@@ -130,6 +130,12 @@ def test_recovers_pool_utilities_and_half_lives(fitted):
     assert der["a_paper"]["q50"] == pytest.approx(PAPER_A, rel=0.2), der
     assert der["d"]["q50"] == pytest.approx(PAPER_D, rel=0.2), der
     assert der["b_hq"]["q95"] < der["b_mid"]["q05"]  # the top pool has the larger utility
+    # predicted from a `pool` column, as the runs were given (the law derives its weights)
+    pts = pd.DataFrame({"samples": [5.12e8, 5.12e8], "repetitions": [40.0, 40.0],
+                        "pool": ["hq", "mid"]})
+    pred = predict(r, pts)
+    assert np.isfinite(pred.filter(like="loss")).all().all()
+    assert pred.loss_law_q50[0] < pred.loss_law_q50[1]  # the better pool's error is lower
 
 
 def test_planner_picks_filtering_level_with_probability(fitted, tmp_path, capsys):
