@@ -28,6 +28,7 @@ from datalaws.fit.link_drift import link_drift
 from datalaws.fit.result import Fit
 from datalaws.fit.sampling import careful
 from datalaws.fit.table import LawData, TableError, law_data, split_holdout, table_hash
+from datalaws.progress import Progress
 
 __all__ = ["Fit", "fit", "predict", "predictive_draws", "DEFAULT_QUANTILES"]
 
@@ -263,7 +264,8 @@ PREDICT_BLOCK = 2048
 
 
 def predict(result: Fit, points: pd.DataFrame, *,
-            quantiles: Sequence[float] = DEFAULT_QUANTILES, seed: int = 1) -> pd.DataFrame:
+            quantiles: Sequence[float] = DEFAULT_QUANTILES, seed: int = 1,
+            progress: bool = False) -> pd.DataFrame:
     """Posterior predictive at new points: ``<quantity>_mean`` and ``_qNN`` columns.
 
     ``loss`` is a new observed run (law + discrepancy beyond the data + noise); ``loss_law`` is
@@ -271,18 +273,25 @@ def predict(result: Fit, points: pd.DataFrame, *,
     ``distance`` is how far each point lies beyond the fitted runs (log units in the law's
     axes, 0 inside), and ``distance_unbacktested`` the part of it past the farthest run any
     backtest fold predicted: there the interval's width is the discrepancy prior's, not
-    learned (``distance_parts``).
+    learned (``distance_parts``). ``progress``: a live line over grids of more than one
+    block of points (``PREDICT_BLOCK``).
     """
     data, x = point_inputs(result, points)
     d = _distances(result, data)
     cols: dict[str, list[np.ndarray]] = {}
-    for block, a in enumerate(range(0, max(len(points), 1), PREDICT_BLOCK)):
-        rows = slice(a, a + PREDICT_BLOCK)
-        draws = _draws(result, {r: v[rows] for r, v in x.items()}, d[rows], seed, block)
-        for name, v in draws.items():
-            cols.setdefault(f"{name}_mean", []).append(v.mean(axis=0))
-            for q, col in zip(quantiles, np.quantile(v, quantiles, axis=0)):
-                cols.setdefault(f"{name}_q{round(q * 100):02d}", []).append(col)
+    starts = range(0, max(len(points), 1), PREDICT_BLOCK)
+    t0 = time.perf_counter()
+    with Progress(len(starts), f"predicting {len(points)} points",
+                  enabled=progress and len(starts) > 1) as bar:
+        for block, a in enumerate(starts):
+            rows = slice(a, a + PREDICT_BLOCK)
+            draws = _draws(result, {r: v[rows] for r, v in x.items()}, d[rows], seed, block)
+            for name, v in draws.items():
+                cols.setdefault(f"{name}_mean", []).append(v.mean(axis=0))
+                for q, col in zip(quantiles, np.quantile(v, quantiles, axis=0)):
+                    cols.setdefault(f"{name}_q{round(q * 100):02d}", []).append(col)
+            done = min(a + PREDICT_BLOCK, len(points))
+            bar.update(block + 1, f"{done / (time.perf_counter() - t0):,.0f} points/s")
     out = points.copy()
     for name, parts in cols.items():
         out[name] = np.concatenate(parts)

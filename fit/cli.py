@@ -159,7 +159,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     quantiles = _quantiles(a.quantiles)
     result = Fit.load(a.fit_dir)
     points = result.law.prepare(read_table(a.at), where=str(a.at), validate=True)
-    out = predict(result, points, quantiles=quantiles)
+    out = predict(result, points, quantiles=quantiles, progress=True)
     write_table(out, dest)  # .csv or .parquet, as the extension says
     print(f"wrote {len(out)} predictions to {dest}")
     far = out["distance_unbacktested"].to_numpy()

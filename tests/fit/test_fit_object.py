@@ -63,7 +63,7 @@ def test_saved_fit_loads_equal_and_predicts_bitwise(fitted):
     assert loaded != r
 
 
-def test_predict_in_blocks_matches_one_block(fitted, monkeypatch):
+def test_predict_in_blocks_matches_one_block(fitted, monkeypatch, capsys):
     # a long grid is predicted a block of points at a time (memory); the law's columns and
     # the distances do not depend on the blocks, and the noisy run's quantiles only by noise
     from datalaws.fit import api
@@ -73,7 +73,8 @@ def test_predict_in_blocks_matches_one_block(fitted, monkeypatch):
                         "tokens": np.geomspace(2e9, 2e12, 7)})
     whole = predict(r, pts)
     monkeypatch.setattr(api, "PREDICT_BLOCK", 3)
-    blocks = predict(r, pts)
+    blocks = predict(r, pts, progress=True)
+    assert "predicting 7 points: 3/3 (100%)" in capsys.readouterr().out  # a live line
     assert list(blocks.columns) == list(whole.columns) and len(blocks) == len(pts)
     law = [c for c in whole if c.startswith(("loss_law", "distance"))]
     pd.testing.assert_frame_equal(blocks[law], whole[law], check_exact=True)
