@@ -22,7 +22,7 @@ from datalaws.fit.accuracy import accuracy_tasks, add_link, setup_link
 from datalaws.fit.backtest import hull_summary, learn_k
 from datalaws.fit.discrepancy import DEFAULT_K_SCALE
 from datalaws.fit.infer import FitConfig, diagnose, point_fit, posterior_predictive
-from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Axis, Law, parse_prior
+from datalaws.fit.laws import DISCREPANCY_FORM, NOISE_PRIORS, Axis, Law, parse_prior, parse_priors
 from datalaws.fit.lawtable import check_runs, law_for_table
 from datalaws.fit.link_drift import link_drift
 from datalaws.fit.result import Fit
@@ -53,7 +53,7 @@ def _split_priors(priors: Mapping[str, str] | None) -> tuple[dict, dict, float |
             k_scale = _k_prior_scale(v)
         else:
             (noise if k in NOISE_PRIORS else law_p)[k] = v
-    return law_p, {k: parse_prior(v) for k, v in noise.items()}, k_scale
+    return law_p, parse_priors(noise), k_scale
 
 
 def _k_prior_scale(text: str) -> float:

@@ -81,7 +81,7 @@ def _check_fit_out(out: str, force: bool):
 
 def _priors(items: list[str] | None) -> dict[str, str]:
     """``--prior name=Dist(args)``, each checked now (not after the data are read)."""
-    from datalaws.fit.laws import parse_prior
+    from datalaws.fit.laws import parse_priors
 
     out = {}
     for item in items or []:
@@ -89,11 +89,11 @@ def _priors(items: list[str] | None) -> dict[str, str]:
         if not eq or not name.strip():
             raise ValueError(f"--prior {item!r}: write name=Distribution(args), e.g. "
                              "alpha='LogNormal(-1,0.3)'")
-        try:
-            parse_prior(text.strip())
-        except TypeError as e:  # wrong number of arguments for the distribution
-            raise ValueError(f"--prior {item!r}: {e}") from None
         out[name.strip()] = text.strip()
+    try:
+        parse_priors(out)  # each checked now, not after the data are read
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None  # "--prior alpha=...: ..."
     return out
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "mixing_implicit_law",
     "filtering_law",
     "parse_prior",
+    "parse_priors",
     "NOISE_PRIORS",
     "DISCREPANCY_FORM",
     "Axis",
@@ -379,6 +380,19 @@ def get_law(name: str, *, domains: Sequence[str] | None = None,
 
 
 _PRIOR_RE = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
+
+
+def parse_priors(priors: Mapping[str, str] | None) -> dict[str, dist.Distribution]:
+    """``{name: "LogNormal(0.5, 1)"}`` parsed; a bad one raises one line naming it (numpyro's
+    own message says what is wrong, not which prior)."""
+    out = {}
+    for name, text in (priors or {}).items():
+        try:
+            out[name] = parse_prior(text)
+        except (TypeError, ValueError) as e:  # arity, syntax, or a parameter numpyro refuses
+            raise ValueError(f"prior {name}" + ("" if text in str(e) else f"={text!r}")
+                             + f": {e}") from None
+    return out
 
 
 def parse_prior(text: str) -> dist.Distribution:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from datalaws.fit.laws import Law, get_law, parse_prior
+from datalaws.fit.laws import Law, get_law, parse_priors
 from datalaws.fit.table import TableError, validate_table
 
 __all__ = ["prepare", "law_for_table", "check_runs"]
@@ -108,7 +108,7 @@ def law_for_table(df: pd.DataFrame, law_name: str, priors: Mapping[str, str], *,
     pools = sorted(c[5:] for c in df.columns if c.startswith("pool."))
     evals = sorted(c[5:] for c in df.columns if c.startswith("eval."))
     law = get_law(law_name, domains=domains, pools=pools, evals=evals, sizes=sizes)
-    return df, law.with_priors({k: parse_prior(v) for k, v in (priors or {}).items()})
+    return df, law.with_priors(parse_priors(priors))
 
 
 def check_runs(train: pd.DataFrame, law: Law) -> None:

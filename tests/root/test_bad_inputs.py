@@ -198,6 +198,8 @@ CASES = [
                           "alpha"], 1, "--prior"),
     ("fit-prior-dist", ["fit", "chinchilla", W("runs.csv"), "--out", W("o"), "--prior",
                         "alpha=Nope(1)"], 1, "Nope(1)"),
+    ("fit-prior-value", ["fit", "chinchilla", W("runs.csv"), "--out", W("o"), "--prior",
+                         "alpha=LogNormal(0,-1)"], 1, "--prior alpha='LogNormal(0,-1)'"),
     ("fit-prior-param", ["fit", "chinchilla", W("runs.csv"), "--out", W("o"), "--prior",
                          "zeta=Normal(0,1)"], 1, "zeta"),
     ("fit-floors", ["fit", "chinchilla", W("runs.csv"), "--out", W("o"), "--floors",
