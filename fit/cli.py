@@ -16,6 +16,8 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
         if "=" not in item:
             raise ValueError(f"{what}: expected KEY=VALUE pairs separated by commas, got {item!r}")
         k, v = item.split("=", 1)
+        if k.strip() in out:
+            raise ValueError(f"{what}: {k.strip()} is given twice")
         out[k.strip()] = v.strip()
     return out
 
@@ -89,6 +91,8 @@ def _priors(items: list[str] | None) -> dict[str, str]:
         if not eq or not name.strip():
             raise ValueError(f"--prior {item!r}: write name=Distribution(args), e.g. "
                              "alpha='LogNormal(-1,0.3)'")
+        if name.strip() in out:
+            raise ValueError(f"--prior {name.strip()} is given twice")
         out[name.strip()] = text.strip()
     try:
         parse_priors(out)  # each checked now, not after the data are read
@@ -197,6 +201,10 @@ def _quantiles(text: str) -> list[float]:
                          ) from None
     if not all(0 < q < 1 for q in qs):
         raise ValueError(f"--quantiles {text!r}: each must lie strictly between 0 and 1")
+    names = [round(q * 100) for q in qs]  # the columns are named _qNN
+    if len(set(names)) < len(names):
+        raise ValueError(f"--quantiles {text!r}: two of them name one column _qNN (whole "
+                         "percents); give each once")
     return qs
 
 
