@@ -95,7 +95,7 @@ def _priors(items: list[str] | None) -> dict[str, str]:
             raise ValueError(f"--prior {name.strip()} is given twice")
         out[name.strip()] = text.strip()
     try:
-        parse_priors(out)  # each checked now, not after the data are read
+        parse_priors(out)
     except ValueError as e:
         raise ValueError(f"--{e}") from None  # "--prior alpha=...: ..."
     return out
