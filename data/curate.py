@@ -191,10 +191,13 @@ def synthesize(store: str | Path, source: str, model: Sampler, out: str, *, toke
         raise StoreError(f"{store / out}: domain already exists; choose another name")
     if tokens <= 0:
         raise ValueError(f"tokens={tokens} must be > 0")
-    if not (temperature >= 0 and 0 < top_p <= 1 and prompt_tokens > 0 and batch > 0):
-        raise ValueError(f"temperature={temperature} (>= 0; 0 is greedy), top_p={top_p} (in "
-                         f"(0, 1]), prompt_tokens={prompt_tokens} and batch={batch} (> 0): "
-                         "one is out of range")
+    bad = [f"{name}={value} (needs {need})" for name, value, ok, need in (
+        ("temperature", temperature, temperature >= 0, ">= 0; 0 is greedy"),
+        ("top_p", top_p, 0 < top_p <= 1, "(0, 1]"),
+        ("prompt_tokens", prompt_tokens, prompt_tokens > 0, "> 0"),
+        ("batch", batch, batch > 0, "> 0")) if not ok]
+    if bad:
+        raise ValueError("synthesize: " + ", ".join(bad))
     tok = Tokenizer.from_file(str(store / "tokenizer.json"))
     if model.vocab < tok.get_vocab_size():
         raise StoreError(f"model vocabulary {model.vocab} is smaller than the store's "
