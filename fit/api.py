@@ -369,9 +369,8 @@ def holdout_scores(result: Fit, held: pd.DataFrame) -> dict:
     tasks = [t for t in result.tasks if f"acc.{t}" in held.columns]
     data = law_data(held, result.law.inputs, columns=result.columns,
                     nonneg=result.law.unscaled, tasks=tasks)
-    inputs, x = point_inputs(result, held)
-    d = _distances(result, inputs)
-    draws = _draws(result, x, d, seed=1)
+    d = _distances(result, data)  # the held rows' inputs are read once, with their targets
+    draws = _draws(result, data.normalised(result.scales), d, seed=1)
     far = distance_parts(d, result.discrepancy)[1] > 0  # past reach: the prior's width
     # the point prediction is the law's posterior median: the discrepancy and the noise
     # widen the intervals but do not move it
