@@ -92,12 +92,17 @@ def _options(topology: str, preset: str, **options) -> argparse.Namespace:
     return a
 
 
+def _remat(flag):
+    """--remat as ModelConfig reads it (the CLI's none/true/false are its False/True)."""
+    return {"none": False, "false": False, "true": True}.get(str(flag).lower(), flag)
+
+
 def _train_config(a: argparse.Namespace, devices: list):
     from datalaws.model.sharding import parse_mesh
     from datalaws.model.train import TrainConfig
     from datalaws.model.transformer import ModelConfig
 
-    remat = {"none": False, "false": False, "true": True}.get(str(a.remat).lower(), a.remat)
+    remat = _remat(a.remat)
     model = ModelConfig.preset(a.preset, vocab=a.vocab, seq_len=a.seq_len, dtype=a.dtype,
                                attention=a.attention, remat=remat)
     batch = a.batch or default_batch(devices[0].device_kind, len(devices))
@@ -267,7 +272,7 @@ _TOPOLOGY = re.compile(r"cpu|h100x[1-9]\d*|gpu:[^:]+:\d+x\d+x\d+|v\d+[a-z]*:\d+(
 def _check_request(topology: str, preset: str, options: dict) -> None:
     """One line naming the first bad flag (ValueError)."""
     from datalaws.model.sharding import parse_mesh
-    from datalaws.model.transformer import PRESETS
+    from datalaws.model.transformer import PRESETS, REMAT_POLICIES
 
     if not _TOPOLOGY.fullmatch(topology):
         raise ValueError(f"--topology {topology!r}: expected e.g. v5e:2x2, v5p:2x2x4, h100x8 "
@@ -278,8 +283,7 @@ def _check_request(topology: str, preset: str, options: dict) -> None:
         if options.get(k) is not None and int(options[k]) <= 0:
             raise ValueError(f"--{k.replace('_', '-')} {options[k]}: must be positive")
     remat = options.get("remat")
-    if remat is not None and str(remat).lower() not in ("none", "full", "dots", "true",
-                                                         "false"):
+    if remat is not None and _remat(remat) not in REMAT_POLICIES:
         raise ValueError(f"--remat {remat!r}: none, full or dots")
     dtype = options.get("dtype")
     if dtype is not None and dtype not in ("bfloat16", "float32", "float16"):
