@@ -110,8 +110,8 @@ def _sweep(out: Path, store: Path, fast: bool) -> dict[str, float]:
     from datalaws.launch.sweep import expand, load_spec, run_local
     from datalaws.records import atomic_write_text
 
-    # 3 sizes x 2 budgets x 3 mixtures: three distinct N are the least a size-ordered
-    # backtest can cut; plus 3 sizes x 3 quality variants at the larger budget
+    # 3 sizes x 2 budgets x 3 mixtures: three distinct N are the least a backtest
+    # along N can cut; plus 3 sizes x 3 quality variants at the larger budget
     tokens = [40960, 122880] if fast else [61440, 184320]
     eval_every = tokens[0] // (8 * 64) // 3  # >= 3 validation points in the shortest run
     validation = store_validation(store)

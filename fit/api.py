@@ -1,10 +1,11 @@
 """Fit a law to a table of runs, and predict from the fit.
 
 ``fit(table, "chinchilla")`` runs the point-fit baseline, samples the posterior with NUTS
-(initialised from the point fit), learns the discrepancy scale by size-ordered backtesting,
-checks the sampler, and evaluates held-out rows when asked. It returns a ``Fit``
-(``datalaws.fit.result``): ``Fit.save`` writes the folder the CLI, the planner and the report
-read back with ``Fit.load``.
+(initialised from the point fit), learns the discrepancy scale ``k`` from rolling-origin
+backtests along every direction the law extrapolates (``datalaws.fit.backtest``), checks the
+sampler, and evaluates held-out rows when asked. It returns a ``Fit`` (``datalaws.fit.result``):
+``Fit.save`` writes the folder the CLI, the planner and the report read back with
+``Fit.load``.
 """
 
 from __future__ import annotations
@@ -231,9 +232,7 @@ def discrepancy_section(law: Law, data: LawData, x, config: FitConfig, point, no
     """The summary's discrepancy section: axes, hull, and k (a posterior, or 0 for none).
     ``k_scale``: the prior's half-normal scale (default ``DEFAULT_K_SCALE``, twice as wide
     below 10 runs)."""
-    axis_values = data.inputs[law.axis]
-    out = {"mode": mode, "form": DISCREPANCY_FORM, "axis": law.axis,
-           "axis_column": data.columns[law.axis], "x_max_fit": float(axis_values.max()),
+    out = {"mode": mode, "form": DISCREPANCY_FORM,
            "axis_columns": {r: data.columns[r] for a in law.axes for r in a.powers}}
     out |= hull_summary(law, data)
     if mode == "none":
@@ -277,7 +276,7 @@ def predict(result: Fit, points: pd.DataFrame, *,
     block of points (``PREDICT_BLOCK``).
     """
     data, x = point_inputs(result, points)
-    d = _distances(result, data)
+    d = point_distances(result, data)
     cols: dict[str, list[np.ndarray]] = {}
     starts = range(0, max(len(points), 1), PREDICT_BLOCK)
     t0 = time.perf_counter()
@@ -303,12 +302,12 @@ def predictive_draws(result: Fit, points: pd.DataFrame, *, seed: int = 1
                      ) -> dict[str, np.ndarray]:
     """Draws [samples, rows] of every predicted quantity at ``points``."""
     data, x = point_inputs(result, points)
-    return _draws(result, x, _distances(result, data), seed)
+    return _draws(result, x, point_distances(result, data), seed)
 
 
 def _draws(result: Fit, x: Mapping[str, np.ndarray], d: np.ndarray, seed: int,
            block: int = 0) -> dict[str, np.ndarray]:
-    """``predictive_draws`` at normalised inputs ``x`` with distances ``d`` (``_distances``);
+    """``predictive_draws`` at normalised inputs ``x`` with distances ``d`` (``point_distances``);
     ``block`` > 0: another block of points of one prediction (the same k per draw, its own
     noise)."""
     samples = result.samples()
@@ -333,14 +332,22 @@ def point_inputs(result: Fit, points: pd.DataFrame) -> tuple[LawData, dict[str, 
     return data, data.normalised(result.scales)
 
 
-def _distances(result: Fit, data: LawData) -> np.ndarray:
+def fit_axes(result: Fit) -> list[Axis]:
+    """The axes the fit measured distance in, as saved with it."""
+    return [Axis(a["name"], a["powers"], a["log"]) for a in result.discrepancy["axes"]]
+
+
+def point_distances(result: Fit, data: LawData,
+               extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Distance of each point from the fitted runs' hull in the law's axes, per direction
     group, split at the backtests' reach (``discrepancy.beyond_reach``: backtested k within
-    reach, the prior's beyond)."""
+    reach, the prior's beyond). ``extra``: raw inputs of runs to count as fitted too."""
     s = result.discrepancy
-    axes = [Axis(a["name"], a["powers"], a["log"]) for a in s["axes"]]
-    d = disc.hull_offsets(disc.axis_coords(axes, data.inputs), np.asarray(s["hull"]),
-                          disc.axis_groups(axes))
+    axes = fit_axes(result)
+    hull = np.atleast_2d(np.asarray(s["hull"], np.float64))
+    if extra is not None:
+        hull = np.vstack([hull, disc.axis_coords(axes, extra)])
+    d = disc.hull_offsets(disc.axis_coords(axes, data.inputs), hull, disc.axis_groups(axes))
     return disc.beyond_reach(d, s.get("k_reach"))
 
 
@@ -369,7 +376,7 @@ def holdout_scores(result: Fit, held: pd.DataFrame) -> dict:
     tasks = [t for t in result.tasks if f"acc.{t}" in held.columns]
     data = law_data(held, result.law.inputs, columns=result.columns,
                     nonneg=result.law.unscaled, tasks=tasks)
-    d = _distances(result, data)  # the held rows' inputs are read once, with their targets
+    d = point_distances(result, data)  # the held rows' inputs are read once, with their targets
     draws = _draws(result, data.normalised(result.scales), d, seed=1)
     far = distance_parts(d, result.discrepancy)[1] > 0  # past reach: the prior's width
     # the point prediction is the law's posterior median: the discrepancy and the noise

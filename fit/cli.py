@@ -115,7 +115,7 @@ def _print_summary(s: dict) -> None:
     for name, p in s["derived"].items():
         print(f"{name:>10} {p['mean']:10.4g} {p['q05']:10.4g} {p['q95']:10.4g}   (derived)")
     d = s["discrepancy"]
-    axes = ", ".join(a["name"] for a in d.get("axes", [])) or d["axis_column"]
+    axes = ", ".join(a["name"] for a in d["axes"])
     print(f"discrepancy: {d['mode']}, k = {d['k']:.4g} (distance along {axes}; "
           f"k from {d.get('k_source', d['mode'])})")
     for g, v in (d.get("k_axes") or {}).items():

@@ -6,12 +6,15 @@ law, so ``A / N**alpha`` is written ``a * (N/N0)**-alpha``: ``a`` is the loss te
 model size and is nearly uncorrelated with ``alpha``, which keeps NUTS trees shallow. The
 published constants (``A = a * N0**alpha``) are reported as derived quantities.
 
-Every law also names the input along which it extrapolates (``axis``). Beyond the data the
-predictive carries a discrepancy term (see ``datalaws.fit.discrepancy``):
+Every law also names the axes along which it extrapolates (``axes``: N and D for Chinchilla,
+compute and tokens per parameter for over-training, ...) and its main input (``axis``, what
+residual plots run along). Beyond the data the predictive carries a discrepancy term (see
+``datalaws.fit.discrepancy``):
 
-    sd(log L) = sqrt(sigma**2 + (k * d)**2),   d = max(0, log(x / x_max_fit))
+    log L_true = log L_law + sqrt(sum_j (k_j * d_j)**2) * z,   z ~ N(0, 1)
 
-with ``k`` learned by size-ordered backtesting on the training rows.
+with ``d_j`` a point's distance beyond the fitted runs' hull along direction j and ``k_j``
+learned by rolling-origin backtests on the training rows.
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ DISCREPANCY_FORM = ("log L_true = log L_law + sqrt(sum_j (k_j*d_j)^2)*z, z ~ N(0
                     "offset r from the convex hull of the fitted runs in the law's axes (log "
                     "scale; mixture proportions linear, one k for them) counts d_j = "
                     "r*sqrt(w_j) along each direction j it extrapolates (its log axes, compute "
-                    "C, tokens per parameter M), w_j ~ cos^2 angle_j, sum 1; each k_j is 0 "
-                    "with prior probability 1/2, else HalfNormal(0.05), with a posterior from "
-                    "rolling-origin backtests (largest N, D, C, M held back in turn; the "
-                    "HalfNormal alone where none is possible)")
+                    "C, tokens per parameter M), w_j ~ cos^2 angle_j, sum 1; k_j from "
+                    "rolling-origin backtests (largest N, D, C, M held back in turn): each "
+                    "fold's k_j ~ HalfNormal(s_j), s_j = 0 with prior probability 1/2, else "
+                    "HalfNormal(tau), tau ~ HalfNormal(0.05), and a prediction draws a new "
+                    "fold's k; beyond the folds' reach, and where no backtest is possible, "
+                    "k_j ~ HalfNormal(0.05)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +97,7 @@ class Law:
     inputs: Mapping[str, str]  # role -> default table column, e.g. {"N": "params"}
     params: tuple[Param, ...]
     fn: Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
-    axis: str  # the input role along which predictions extrapolate (discrepancy distance)
+    axis: str  # the main input role (residual plots; the discrepancy's distance uses axes)
     reference: str  # paper the formula is taken from
     # natural-scale constants from the fitted ones and the input scales (e.g. A = a*N0^alpha)
     derived: Callable[[Mapping[str, Array], Mapping[str, float]], dict[str, Array]] = (

@@ -134,7 +134,7 @@ def law_model(x: Mapping[str, jnp.ndarray], *, law: Law, y: jnp.ndarray | None =
         ``k > 0`` each point's true loss is drawn around the law as
         ``log L_true = log L_law + k*d*z``, z ~ N(0, 1): the discrepancy term.
       mask: [n] bool, rows that enter the likelihood; or [folds, n] to fit independent
-        copies of the law at once, one per row of the mask (size-ordered backtesting: one
+        copies of the law at once, one per row of the mask (rolling-origin backtests: one
         compiled sampler for all folds, since the joint posterior factorises over folds).
       noise: overrides of ``NOISE_PRIORS`` (``nu``'s is that of ``nu - 2``).
     """

@@ -14,8 +14,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from datalaws.fit import discrepancy as disc
-from datalaws.fit.api import distance_parts, point_inputs, predictive_draws
+from datalaws.fit.api import (
+    distance_parts,
+    fit_axes,
+    point_distances,
+    point_inputs,
+    predictive_draws,
+)
 from datalaws.fit.result import Fit
 from datalaws.fit.sampling import noise_by_row
 
@@ -28,41 +33,13 @@ def raw_inputs(result: Fit, points: pd.DataFrame) -> dict[str, np.ndarray]:
     return point_inputs(result, points)[0].inputs
 
 
-def _hull(result: Fit) -> np.ndarray | None:
-    h = result.discrepancy.get("hull")
-    return None if h is None else np.atleast_2d(np.asarray(h, dtype=np.float64))
-
-
-def _axes(result: Fit) -> list:
-    """The axes the fit measured distance in (as saved; the law's own for older fits)."""
-    from datalaws.fit.laws import Axis
-
-    saved = result.discrepancy.get("axes")
-    if saved:
-        return [Axis(a["name"], a["powers"], a["log"]) for a in saved]
-    return list(result.law.axes)
-
-
 def _offsets(result: Fit, points: pd.DataFrame,
              extra: pd.DataFrame | None = None) -> np.ndarray:
     """Distance [n, G] of ``points`` beyond the fitted runs per axis group (the columns the
-    discrepancy's k vector scales); with ``extra``, as if those runs had been fitted too."""
-    law, dsum = result.law, result.discrepancy
-    inputs = raw_inputs(result, points)
-    hull = _hull(result)
-    if hull is not None:  # the hull of the fitted runs in the fit's axes
-        axes = _axes(result)
-        if extra is not None and len(extra):
-            hull = np.vstack([hull, disc.axis_coords(axes, raw_inputs(result, extra))])
-        coords = disc.axis_coords(axes, inputs)
-        if hasattr(disc, "hull_offsets"):
-            return disc.beyond_reach(disc.hull_offsets(coords, hull, disc.axis_groups(axes)),
-                                     dsum.get("k_reach"))
-        return disc.hull_distance(coords, hull)[:, None]
-    x_max = float(dsum["x_max_fit"])  # older fits: log distance beyond the largest run
-    if extra is not None and len(extra):
-        x_max = max(x_max, float(np.max(raw_inputs(result, extra)[law.axis])))
-    return np.maximum(0.0, np.log(np.asarray(inputs[law.axis], np.float64) / x_max))[:, None]
+    discrepancy's k vector scales, split at the backtests' reach); with ``extra``, as if
+    those runs had been fitted too."""
+    more = raw_inputs(result, extra) if extra is not None and len(extra) else None
+    return point_distances(result, point_inputs(result, points)[0], more)
 
 
 def extrapolation_distance(result: Fit, points: pd.DataFrame,
@@ -102,16 +79,10 @@ def _discrepancy_sd(result: Fit, points: pd.DataFrame, draws: int, seed: int
 
 def trained_range(result: Fit, role: str = "N") -> tuple[float, float]:
     """(smallest, largest) value of ``role`` among the fitted runs."""
-    hull = _hull(result)
-    if hull is not None:
-        for i, ax in enumerate(_axes(result)):
-            if ax.log and dict(ax.powers) == {role: 1.0}:
-                return float(np.exp(hull[:, i].min())), float(np.exp(hull[:, i].max()))
-    if role == result.law.axis and role in result.scales:
-        # fits without a hull keep only the largest value and the geometric mean: assume a
-        # range symmetric about the mean on the log scale (what log-spaced sweeps have)
-        hi = float(result.discrepancy["x_max_fit"])
-        return float(result.scales[role] ** 2 / hi), hi
+    hull = np.atleast_2d(np.asarray(result.discrepancy["hull"], np.float64))
+    for i, ax in enumerate(fit_axes(result)):
+        if ax.log and dict(ax.powers) == {role: 1.0}:
+            return float(np.exp(hull[:, i].min())), float(np.exp(hull[:, i].max()))
     raise ValueError(f"the fit does not record the range of {role!r}; give --min-params and "
                      "--max-params")
 

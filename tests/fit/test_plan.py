@@ -20,7 +20,7 @@ def _posterior(k=0.0, x_max_fit=1e12, spread=1e-3, draws=2000, lo=None):
     post = {n: v * np.exp(spread * rng.standard_normal((1, draws))) for n, v in TRUTH.items()}
     post |= {"sigma": np.full((1, draws), 1e-3), "nu": np.full((1, draws), 30.0)}
     lo = SCALES["N"] ** 2 / x_max_fit if lo is None else lo
-    discrepancy = {"k": k, "x_max_fit": x_max_fit, "backtest": [],
+    discrepancy = {"k": k, "backtest": [],
                    "hull": [[np.log(lo)], [np.log(x_max_fit)]],
                    "axes": [{"name": "N", "powers": {"N": 1.0}, "log": True}]}
     return Fit(law=get_law("chinchilla"), columns={"N": "params", "D": "tokens", "loss": "loss"},
