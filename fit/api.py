@@ -338,7 +338,7 @@ def fit_axes(result: Fit) -> list[Axis]:
 
 
 def point_distances(result: Fit, data: LawData,
-               extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+                    extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Distance of each point from the fitted runs' hull in the law's axes, per direction
     group, split at the backtests' reach (``discrepancy.beyond_reach``: backtested k within
     reach, the prior's beyond). ``extra``: raw inputs of runs to count as fitted too."""
