@@ -78,11 +78,20 @@ def _discrepancy_sd(result: Fit, points: pd.DataFrame, draws: int, seed: int
 
 
 def trained_range(result: Fit, role: str = "N") -> tuple[float, float]:
-    """(smallest, largest) value of ``role`` among the fitted runs."""
+    """(smallest, largest) value of ``role`` among the fitted runs.
+
+    Read from the hull of the fitted runs: log ``role`` as a combination of the log axes
+    (N = sqrt(C / M) for the over-training law's compute and tokens-per-parameter axes), whose
+    extremes over the runs lie at hull vertices."""
     hull = np.atleast_2d(np.asarray(result.discrepancy["hull"], np.float64))
-    for i, ax in enumerate(fit_axes(result)):
-        if ax.log and dict(ax.powers) == {role: 1.0}:
-            return float(np.exp(hull[:, i].min())), float(np.exp(hull[:, i].max()))
+    axes = fit_axes(result)
+    roles = sorted({r for a in axes for r in a.powers} | {role})
+    A = np.array([[a.powers.get(r, 0.0) if a.log else 0.0 for r in roles] for a in axes])
+    target = np.array([float(r == role) for r in roles])
+    g = np.linalg.pinv(A.T) @ target  # log role = hull coordinates . g
+    if np.allclose(A.T @ g, target):
+        v = hull @ g
+        return float(np.exp(v.min())), float(np.exp(v.max()))
     raise ValueError(f"the fit does not record the range of {role!r}; give --min-params and "
                      "--max-params")
 

@@ -123,3 +123,21 @@ def test_runner_up_and_why_in_words():
     d = json.loads(json.dumps(p.to_dict()))  # plain JSON
     assert d["p_beats_runner_up_words"] in d["why"] and "runner-up" in d["why"]
     assert d["trust"]["backtest"]["n"] >= 0 and "distance" in d["chosen"]
+
+
+def test_trained_range_reads_sizes_from_axes_that_combine_them():
+    # the over-training law measures distance in compute C = N D and tokens per parameter
+    # M = D / N: the trained sizes are still the hull's, as sqrt(C / M)
+    from datalaws.fit.trust import trained_range
+
+    N = np.array([1e8, 1e8, 1e9, 1e9, 3e8])
+    D = N * np.array([20.0, 200.0, 20.0, 200.0, 60.0])
+    post = _posterior()
+    post.discrepancy = {"k": 0.0, "hull": np.stack([np.log(N * D), np.log(D / N)], 1).tolist(),
+                        "axes": [{"name": a.name, "powers": dict(a.powers), "log": a.log}
+                                 for a in get_law("overtrain").axes]}
+    assert trained_range(post, "N") == pytest.approx((1e8, 1e9), rel=1e-9)
+    assert trained_range(post, "D") == pytest.approx((2e9, 2e11), rel=1e-9)
+    post.discrepancy["axes"] = post.discrepancy["axes"][1:]  # M alone cannot give N
+    with pytest.raises(ValueError, match="range of 'N'"):
+        trained_range(post, "N")
