@@ -286,7 +286,10 @@ def predict(result: Fit, points: pd.DataFrame, *,
             rows = slice(a, a + PREDICT_BLOCK)
             draws = _draws(result, {r: v[rows] for r, v in x.items()}, d[rows], seed, block)
             for name, v in draws.items():
-                cols.setdefault(f"{name}_mean", []).append(v.mean(axis=0))
+                # each point's draws summed alone: numpy sums a block of one point pairwise
+                # but wider blocks row by row, so v.mean(axis=0) changed with the blocking
+                mean = np.ascontiguousarray(v.T).mean(axis=1)
+                cols.setdefault(f"{name}_mean", []).append(mean)
                 for q, col in zip(quantiles, np.quantile(v, quantiles, axis=0)):
                     cols.setdefault(f"{name}_q{round(q * 100):02d}", []).append(col)
             done = min(a + PREDICT_BLOCK, len(points))
