@@ -3,7 +3,6 @@ over sizes, the implicit form; recovery, held-out coverage and error against the
 least-squares baseline; the optimiser; every bad input named in one line."""
 
 import dataclasses
-import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,59 +12,21 @@ import pytest
 from datalaws.fit import FitConfig, fit, predict
 from datalaws.fit.infer import point_fit
 from datalaws.fit.laws import get_law
-from datalaws.fit.mixing import mixing_domains_law, mixing_law
+from datalaws.fit.mixing import mixing_law
 from datalaws.fit.mixture import best_mixture, optimise_mixture
 from datalaws.fit.sampling import (
-    ADAPT_MAX_PARAMS,
-    run_nuts,
     slow_sampling_warning,
-    unconstrained_size,
 )
 from datalaws.fit.table import TableError
+from tests.fit.mixing_tables import effects, mixtures, per_domain_table
 
 FAST = FitConfig(chains=4, warmup=400, draws=400, progress=False)
 STEADY = dataclasses.replace(FAST, target_accept=0.99)  # 3 sizes: E against a N^-alpha
 
 
-def _mixtures(rng, n, J):
-    # sparse Dirichlet mixtures like RegMix's (many proportions near 0)
-    return rng.dirichlet(np.full(J, 0.7), n)
-
-
-def _truth_domains(rng, domains, evals):
-    E, J = len(evals), len(domains)
-    z = rng.normal(0, 0.6, (E, J))
-    z = (z - z.mean(axis=1, keepdims=True)).ravel()
-    return {"e_mid": rng.uniform(2.5, 4.0, E), "kappa": rng.uniform(1.0, 4.0, E),
-            "z": np.concatenate([z, np.zeros(J)]) if E >= 3 else z}  # + log tau if pooled
-
-
-def _per_domain_table(seed, J, evals, n, sigma=0.01):
-    rng = np.random.default_rng(seed)
-    domains = [f"d{j:02d}" for j in range(J)]
-    law = mixing_domains_law(domains, evals, sizes=())
-    truth = _truth_domains(rng, domains, evals)
-    r = _mixtures(rng, n, J)
-    df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
-    x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
-    for i in evals:
-        onehot = {f"e.{e}": np.full(n, float(e == i)) for e in evals}
-        df[f"loss.{i}"] = np.asarray(law.fn(x | onehot, truth)) * np.exp(
-            sigma * rng.standard_normal(n))
-    return df, law, truth, domains
-
-
-def _effects(samples, J, pooled):
-    """Centred linear effects beta_ij = tau_j z_ij [draws, E, J] (a common shift is not
-    identified)."""
-    z = samples["z"][:, :-J] if pooled else samples["z"]
-    b = z.reshape(len(z), -1, J)
-    return b - b.mean(axis=-1, keepdims=True)
-
-
 @pytest.mark.parametrize("J,evals,n", [(2, ["a", "b"], 40), (5, ["a", "b", "c"], 80)])
 def test_per_domain_law_at_one_size(J, evals, n):
-    df, law, truth, domains = _per_domain_table(J, J, evals, n + 30)
+    df, law, truth, domains = per_domain_table(J, J, evals, n + 30)
     train, test = df.iloc[:n], df.iloc[n:]
     # "mixing_domains1": the paper's law (K = 1) as simulated; plain "mixing_domains" would
     # choose K by cross-validation (tests/fit/test_mixing_latent.py)
@@ -81,7 +42,7 @@ def test_per_domain_law_at_one_size(J, evals, n):
     for name in ("e_mid", "kappa"):
         lo, hi = np.quantile(s[name], [0.05, 0.95], axis=0)
         hits += list((lo <= truth[name]) & (truth[name] <= hi))
-    lo, hi = np.quantile(_effects(s, J, len(evals) >= 3), [0.05, 0.95], axis=0)
+    lo, hi = np.quantile(effects(s, J, len(evals) >= 3), [0.05, 0.95], axis=0)
     tb = truth["z"][: len(evals) * J].reshape(len(evals), J)
     hits += list(((lo <= tb) & (tb <= hi)).ravel())
     assert np.mean(hits) >= 0.75, hits
@@ -106,7 +67,7 @@ def test_joint_form_over_three_sizes():
     truth = {"e_mid": 2.6, "kappa": 2.0, "z": np.array([0.5, -0.6, 0.1]), "a": 0.4,
              "alpha": 0.33}
     n = 90
-    r = _mixtures(rng, n, 3)
+    r = mixtures(rng, n, 3)
     params = np.repeat([2e7, 6e7, 2e8], n // 3)
     df = pd.DataFrame({"params": params} | {f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
     x = {"N": params / np.exp(np.log(params).mean())} | {f"r.{d}": r[:, j]
@@ -133,7 +94,7 @@ def test_implicit_form_chooses_latent_domains_and_predicts():
     law = get_law("mixing_implicit2", domains=domains, sizes=())
     truth = {"e_mid": 3.0, "kappa1": 1.0, "gaps": np.array([4.0]),
              "z": np.array([0.6, -0.5, 0.0, -2.0, 0.5, 2.5])}  # latent 2 by t = kappa beta
-    r = _mixtures(rng, 160, 3)
+    r = mixtures(rng, 160, 3)
     x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
     df = pd.DataFrame({f"mix.{d}": r[:, j] for j, d in enumerate(domains)})
     df["loss"] = np.asarray(law.fn(x, truth)) * np.exp(0.005 * rng.standard_normal(160))
@@ -155,77 +116,13 @@ def test_point_fit_handles_hundreds_of_parameters():
     domains = [f"d{j:02d}" for j in range(20)]
     law = mixing_law(domains, sizes=())
     truth = {"e_mid": 3.0, "kappa": 2.0, "z": rng.normal(0, 0.5, 20)}
-    r = _mixtures(rng, 150, 20)
+    r = mixtures(rng, 150, 20)
     x = {f"r.{d}": r[:, j] for j, d in enumerate(domains)}
     y = np.asarray(law.fn(x, truth)) * np.exp(0.002 * rng.standard_normal(150))
     p = point_fit(law, x, y, starts=3)
     b, tb = np.asarray(p["z"]), truth["z"]
     np.testing.assert_allclose(b - b.mean(), tb - tb.mean(), atol=0.05)
     assert abs(p["kappa"] - 2.0) < 0.3
-
-
-def _long(df, domains, evals):
-    """The per-domain table as the law's rows: one row per mixture and evaluation domain."""
-    parts = [df[[f"mix.{d}" for d in domains]].assign(
-        **{f"eval.{e}": float(e == i) for e in evals}) for i in evals]
-    y = np.concatenate([df[f"loss.{i}"].to_numpy() for i in evals])
-    pts = pd.concat(parts, ignore_index=True)
-    x = {f"r.{d}": pts[f"mix.{d}"].to_numpy() for d in domains} | {
-        f"e.{e}": pts[f"eval.{e}"].to_numpy() for e in evals}
-    return pts, x, y
-
-
-def test_many_domain_law_samples_in_few_steps_from_a_laplace_mass():
-    # 10 domains x 8 evaluation domains sampled jointly (as rows of a known composition or
-    # size terms make a fit do): 114 parameters, past ADAPT_MAX_PARAMS, so NUTS uses the fixed
-    # Laplace mass (fit/sampling.py). numpyro's windowed dense adaptation took the maximum
-    # 1023 leapfrog steps per draw at 420 effects (bench/mixing.py sim20).
-    evals = [f"e{i}" for i in range(8)]
-    df, law, truth, domains = _per_domain_table(3, 10, evals, 120)
-    assert unconstrained_size(law) > ADAPT_MAX_PARAMS
-    _, x, y = _long(df, domains, evals)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        mcmc = run_nuts(law, x, y, FitConfig(chains=2, warmup=200, draws=200, progress=False),
-                        init=point_fit(law, x, y))
-    assert not [w for w in seen if "leapfrog steps" in str(w.message)]  # a pace, not a size
-    steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
-    assert np.mean(steps) < 128, np.mean(steps)  # depth <= 7 on average, never 10 throughout
-    assert not np.any(mcmc.get_extra_fields()["diverging"])
-    lo, hi = np.quantile(_effects(mcmc.get_samples(), 10, True), [0.05, 0.95], axis=0)
-    tb = truth["z"][: 8 * 10].reshape(8, 10)
-    assert np.mean((lo <= tb) & (tb <= hi)) >= 0.8
-
-
-def test_per_domain_rows_are_sampled_one_domain_at_a_time():
-    # the same 10 x 8 sweep through fit(): each evaluation domain its own NUTS (fit/blocks.py),
-    # stitched into the law's parameters, the pooled scales fixed at least squares' values
-    evals = [f"e{i}" for i in range(8)]
-    df, law, truth, domains = _per_domain_table(3, 10, evals, 160)
-    train, test = df.iloc[:120], df.iloc[120:]
-    r = fit(train, "mixing_domains1", config=FitConfig(chains=2, warmup=200, draws=200,
-                                                         progress=False), discrepancy="none")
-    post = r.idata.posterior
-    assert post["sigma"].shape[-1] == 8 and post["nu"].shape[-1] == 8
-    log_tau = post["z"].values[..., 80:]
-    assert np.all(np.ptp(log_tau, axis=(0, 1)) == 0)  # fixed: empirical Bayes
-    np.testing.assert_allclose(log_tau[0, 0], r.point["z"][80:], rtol=1e-6)
-    # each domain's own step size: nowhere near NUTS's 1023-step cap (summed over 8 domains)
-    steps = r.idata.sample_stats["n_steps"].values / 8
-    assert np.mean(steps) < 128, np.mean(steps)
-    c = r.diagnostics.to_dict()["checks"]
-    # 2 x 200 draws: R-hat's own noise is ~0.02 here (the 1.01 bar is for 4 x 1000)
-    assert c["r_hat"]["value"] < 1.06 and c["divergences"]["value"] == 0, c
-    # the pointwise log likelihood is in the table's row order: each row's own domain's
-    ll = r.idata.log_likelihood["log_loss"].values
-    obs = r.idata.observed_data["log_loss"].values
-    assert ll.shape[-1] == len(obs) == 8 * 120 and np.isfinite(ll).all()
-    lo, hi = np.quantile(_effects(r.samples(), 10, True), [0.05, 0.95], axis=0)
-    tb = truth["z"][: 8 * 10].reshape(8, 10)
-    assert np.mean((lo <= tb) & (tb <= hi)) >= 0.8
-    pts, _, y = _long(test, domains, evals)
-    pred = predict(r, pts)
-    assert 0.8 <= np.mean((pred.loss_q05 <= y) & (y <= pred.loss_q95)) <= 0.98
 
 
 def test_optimiser_finds_an_interior_optimum():
@@ -250,7 +147,7 @@ def test_optimiser_finds_an_interior_optimum():
 
 @pytest.fixture(scope="module")
 def small_fit():
-    df, _, _, _ = _per_domain_table(7, 3, ["a", "b"], 30)
+    df, _, _, _ = per_domain_table(7, 3, ["a", "b"], 30)
     return df, fit(df, "mixing_domains", method="point", config=FAST)
 
 
@@ -290,7 +187,7 @@ def test_bad_tables_and_too_few_mixtures_are_named(small_fit):
 
 
 def test_rounded_proportions_are_accepted_and_renormalised():
-    df, _, _, _ = _per_domain_table(8, 3, ["a"], 30)
+    df, _, _, _ = per_domain_table(8, 3, ["a"], 30)
     df["mix.d00"] = df["mix.d00"].round(3)  # published weights: sums within 0.002 of 1
     res = fit(df, "mixing_domains", method="point", config=FAST)
     out = predict(res, df.head(3).assign(**{"eval.a": 1.0}))
@@ -302,40 +199,12 @@ def test_rounded_proportions_are_accepted_and_renormalised():
 
 def test_a_slow_joint_fit_says_so_and_what_to_do():
     evals = [f"e{i}" for i in range(8)]
-    _, law, _, _ = _per_domain_table(3, 10, evals, 40)
+    _, law, _, _ = per_domain_table(3, 10, evals, 40)
     msg = slow_sampling_warning(law, 1023.0)
     assert "1023 leapfrog steps" in msg and "8 evaluation domains" in msg
     assert "one domain at a time" in msg
     one = slow_sampling_warning(get_law("chinchilla"), 700.0)
     assert "700 leapfrog steps" in one and "evaluation domains" not in one
-
-
-def test_stitched_domains_keep_their_order_and_drop_stuck_chains_everywhere():
-    from datalaws.fit.blocks import BlockRun, BlockSamples
-
-    law = mixing_domains_law(["d0", "d1"], ["a", "b", "c"], sizes=())  # pooled: + log tau
-    C, D = 4, 5
-
-    def run(i, stuck=()):
-        return BlockRun({"e_mid": np.full((C, D, 1), i), "kappa": np.full((C, D, 1), 10 + i),
-                         "z": np.full((C, D, 2), 20 + i), "sigma": np.full((C, D), 0.1 * i),
-                         "nu": np.full((C, D), 5.0 + i)},
-                        {"diverging": np.zeros((C, D), bool) | (i == 1),
-                         "energy": np.ones((C, D)), "num_steps": np.full((C, D), 7)},
-                        np.zeros((C, D, 3)), stuck=stuck)
-
-    log_tau = np.log([0.3, 0.4])
-    s = BlockSamples(law, [], [run(0), run(1, (2,)), run(2)], log_tau, 9)
-    assert s.kept == [0, 1, 3]  # chain 2 stuck in one domain: dropped from all three
-    g = s.get_samples(group_by_chain=True)
-    assert g["sigma"].shape == (3, D, 3) and np.allclose(g["sigma"][0, 0], [0, 0.1, 0.2])
-    assert np.allclose(g["e_mid"][0, 0], [0, 1, 2]) and np.allclose(g["nu"][0, 0], [5, 6, 7])
-    assert np.allclose(g["z"][0, 0], [20, 20, 21, 21, 22, 22, *log_tau])  # domain rows, tau
-    assert s.get_samples()["z"].shape == (3 * D, 8)
-    extra = s.get_extra_fields()
-    assert extra["diverging"].all() and np.all(extra["num_steps"] == 21)  # any; summed
-    many = BlockSamples(law, [], [run(0, (0,)), run(1, (1,)), run(2, (2,))], log_tau, 9)
-    assert many.kept == [0, 1, 2, 3]  # half or more stuck: a failure to report, not hide
 
 
 def test_diagnostics_skip_fixed_elements_but_not_stuck_ones():
